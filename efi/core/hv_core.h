@@ -1,0 +1,137 @@
+/*
+ * hv_core.h - the arch-neutral core's internal interface: per-CPU state,
+ * the vendor backend ops table, the shared exit enum and the host
+ * environment (GDT/TSS/IDT/page tables) that both backends use.
+ */
+#ifndef HV_CORE_H
+#define HV_CORE_H
+
+#include "hv.h"
+#include "x86.h"
+
+#define HV_MAX_CPUS 64
+
+/* Hypercall ABI (VMCALL on Intel, VMMCALL on AMD), documented in
+ * docs/hypercalls.md:  RAX = function, RCX = HC_MAGIC, RDX/R8/R9 = args.
+ * Status comes back in RAX (HC_OK or a negative HC_E*), results in RDX/R8.
+ * A call with another magic or from CPL > 0 gets #UD, as on bare metal. */
+#define HC_MAGIC        0x48564D43u   /* "HVMC" */
+enum hc_function {
+    HC_VERSION = 0,   /* -> RDX = HV_INTERFACE_VERSION, R8 = calling CPU index */
+    HC_STATS = 1,     /* RDX = GPA of u64[HV_EXIT_COUNT], R8 = entries -> RDX = written */
+    HC_LOG = 2,       /* RDX = GPA of text, R8 = length (<= 200) */
+    HC_INFO = 3,      /* -> RDX = HPA of a protected hypervisor page, R8 = bytes held */
+    HC_DEVIRT = 4,    /* leave VMX on this CPU, resume after the VMCALL natively */
+};
+enum { HC_OK = 0, HC_E_FUNCTION = -1, HC_E_ARG = -2 };
+
+/* CPUID hypervisor leaves (docs/hypercalls.md). */
+#define HV_CPUID_BASE        0x40000000u
+#define HV_CPUID_MAX         0x40000001u
+#define HV_CPUID_SIGNATURE   "MicroHvisor!"   /* EBX, ECX, EDX; 12 bytes */
+
+/* Arch-neutral exit kinds; each backend translates its raw exit code. */
+enum hv_exit {
+    HV_EXIT_CPUID, HV_EXIT_RDMSR, HV_EXIT_WRMSR, HV_EXIT_XSETBV, HV_EXIT_HYPERCALL,
+    HV_EXIT_INVD, HV_EXIT_VIRT_INSN, HV_EXIT_CR, HV_EXIT_INIT, HV_EXIT_SIPI,
+    HV_EXIT_NMI, HV_EXIT_NMI_WINDOW, HV_EXIT_NPF, HV_EXIT_TRIPLE_FAULT, HV_EXIT_OTHER,
+    HV_EXIT_COUNT
+};
+extern const char *const hv_exit_names[HV_EXIT_COUNT];
+
+/* Guest GPRs as pushed by the backend's exit stub (RSP lives in the VMCS). */
+struct hv_regs {
+    uint64_t rax, rcx, rdx, rbx, rsp_unused, rbp, rsi, rdi;
+    uint64_t r8, r9, r10, r11, r12, r13, r14, r15;
+};
+
+struct hv_cpu;
+
+/* What the core asks of a vendor backend (efi/vmx, efi/svm). */
+struct hv_backend_ops {
+    const char *name;
+    /* Once, on the BSP, before any CPU: controls, EPT/NPT, bitmaps. */
+    int (*global_init)(void);
+    /* On each CPU: enable VMX/SVM and build the control block from the live
+     * processor state.  Runs from the resident copy and returns. */
+    int (*cpu_prepare)(struct hv_cpu *c);
+    /* The asm launch stub: saves the caller's registers, enters the guest
+     * at its own return path and returns 0 there, as a guest.  The core
+     * calls it through its alias in the original image (see vmm.c).  A
+     * nonzero return is a failure, handed to launch_failed (copy). */
+    int (*launch)(void);
+    void (*launch_failed)(struct hv_cpu *c, int rc);
+    /* Exit-handling services used by the shared handlers. */
+    void (*skip_insn)(struct hv_cpu *c);
+    void (*inject_exception)(struct hv_cpu *c, uint8_t vec, bool has_err, uint32_t err);
+    unsigned (*guest_cpl)(struct hv_cpu *c);
+    uint64_t (*guest_rip)(struct hv_cpu *c);
+    uint64_t (*guest_cr4)(struct hv_cpu *c);      /* as the guest sees it */
+    void (*dump_guest)(struct hv_cpu *c);
+    /* Leaves virtualization on this CPU, resuming the guest natively at the
+     * instruction after the current one.  Does not return. */
+    void (*devirtualize)(struct hv_cpu *c) __attribute__((noreturn));
+};
+
+/* Per-CPU host state.  Host GS base points at this struct (self first), so
+ * asm stubs reach it with %gs:. */
+struct hv_cpu {
+    struct hv_cpu *self;            /* 0x00 */
+    volatile uint32_t nmi_pending;  /* 0x08: set by the host NMI handler */
+    uint32_t index;
+    struct hv_regs *regs;           /* guest GPRs of the exit being handled */
+    const struct hv_backend_ops *ops;
+    uint64_t exits[HV_EXIT_COUNT];
+    void *stack_top;                /* host RSP at exit */
+    void *gdt;                      /* host GDT (one page with the TSS) */
+    void *backend;                  /* vendor per-CPU state */
+};
+_Static_assert(__builtin_offsetof(struct hv_cpu, nmi_pending) == 8, "asm uses %gs:8");
+
+static inline struct hv_cpu *this_cpu(void)
+{
+    struct hv_cpu *c;
+
+    __asm__ volatile("mov %%gs:0, %0" : "=r"(c));
+    return c;
+}
+
+/* ---- vmm.c -------------------------------------------------------------- */
+extern const struct hv_caps *hv_caps_now;
+extern size_t hv_cpu_total;
+extern struct hv_cpu *hv_cpus[HV_MAX_CPUS];
+/* Zeroed pages from the hypervisor's one protected pool (never freed). */
+void *hv_alloc(size_t pages);
+/* The pool (and the resident image inside it): what EPT/NPT must hide. */
+void hv_protected_range(uint64_t *base, uint64_t *size);
+void hv_panic(struct hv_cpu *c, const char *fmt, ...)
+    __attribute__((noreturn, format(printf, 2, 3)));
+
+/* ---- host.c: the hypervisor's own GDT/TSS/IDT/page tables ---------------- */
+#define HOST_CS 0x08
+#define HOST_DS 0x10
+#define HOST_TR 0x18
+int host_env_init(void);                 /* shared: IDT, page tables */
+int host_cpu_init(struct hv_cpu *c);     /* per CPU: GDT, TSS, stacks */
+uint64_t host_cr3(void);
+uint64_t host_idt_base(void);
+uint64_t host_tss_base(struct hv_cpu *c);
+/* Fault-recovering MSR access (host.S): 0 on success, -1 if it raised #GP. */
+int hv_rdmsr_safe(uint32_t msr, uint64_t *v);
+int hv_wrmsr_safe(uint32_t msr, uint64_t v);
+
+/* ---- exit.c: shared exit handling ---------------------------------------- */
+void hv_handle_exit(struct hv_cpu *c, enum hv_exit kind);
+void hv_count_exit(struct hv_cpu *c, enum hv_exit kind);
+void hv_print_stats(struct hv_cpu *c);
+/* Guest memory the host may touch on the guest's behalf (hypercall buffers). */
+void *hv_guest_buffer(uint64_t gpa, uint64_t len);
+
+/* ---- hypercall.c ---------------------------------------------------------- */
+void hv_hypercall(struct hv_cpu *c);
+
+/* ---- backends --------------------------------------------------------------- */
+extern const struct hv_backend_ops vmx_ops;
+extern const struct hv_backend_ops svm_ops;
+
+#endif

@@ -1,0 +1,37 @@
+/*
+ * hv_cfg.h - the hv.cfg parser (efi/platform/hvcfg.c).  Pure C: bytes in,
+ * struct out, errors through a callback.  No UEFI, so it is also built for
+ * the host by tests/test_efi_hostlib.py.  Format: docs/DESIGN.md.
+ */
+#ifndef HV_CFG_H
+#define HV_CFG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define HV_CFG_PATH_MAX 256     /* bytes, including the NUL */
+#define HV_CFG_ARGS_MAX 1024
+
+enum hv_cfg_log { HV_CFG_LOG_ERROR = 0, HV_CFG_LOG_INFO, HV_CFG_LOG_DEBUG };
+
+struct hv_cfg {
+    bool hypervisor;                    /* default true */
+    int log;                            /* enum hv_cfg_log, default INFO */
+    char next[HV_CFG_PATH_MAX];         /* "" when unset */
+    char args[HV_CFG_ARGS_MAX];
+    char kernel[HV_CFG_PATH_MAX];
+    char initrd[HV_CFG_PATH_MAX];
+    char append[HV_CFG_ARGS_MAX];
+};
+
+/* line is 1-based; reason is a short token such as "unknown-key". */
+typedef void (*hv_cfg_error_fn)(void *ctx, unsigned line, const char *reason);
+
+void hv_cfg_defaults(struct hv_cfg *cfg);
+/* Parses len bytes (need not be NUL-terminated) over the current contents
+ * of cfg (call hv_cfg_defaults first).  Returns the number of errors
+ * reported; err may be NULL. */
+int hv_cfg_parse(const char *buf, size_t len, struct hv_cfg *cfg,
+                 hv_cfg_error_fn err, void *ctx);
+
+#endif

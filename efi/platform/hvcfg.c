@@ -1,0 +1,201 @@
+/*
+ * hvcfg.c - parser for hv.cfg (key=value lines, '#' comments).
+ *
+ * Pure C over a byte buffer so the firmware path and the host unit tests
+ * run the same code.  Every problem is reported with its line number and
+ * the key concerned keeps (or returns to) its default; parsing never stops
+ * early, and the input is never trusted to be text.
+ */
+#include "hv_cfg.h"
+#include "hv_lib.h"
+
+struct ctx {
+    struct hv_cfg *cfg;
+    hv_cfg_error_fn err;
+    void *err_ctx;
+    int errors;
+};
+
+static void error(struct ctx *c, unsigned line, const char *reason)
+{
+    c->errors++;
+    if (c->err)
+        c->err(c->err_ctx, line, reason);
+}
+
+static bool is_space(char ch)
+{
+    return ch == ' ' || ch == '\t';
+}
+
+static bool span_eq(const char *s, size_t n, const char *word)
+{
+    return strlen(word) == n && memcmp(s, word, n) == 0;
+}
+
+/* Copies value into dst (cap bytes with NUL).  Paths also get '/' -> '\'
+ * because UEFI file paths use backslashes. */
+static bool set_str(char *dst, size_t cap, const char *v, size_t n, bool path)
+{
+    if (n >= cap)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        dst[i] = (path && v[i] == '/') ? '\\' : v[i];
+    dst[n] = '\0';
+    return true;
+}
+
+struct key {
+    const char *name;
+    size_t off;                 /* offsetof the field in struct hv_cfg */
+    size_t cap;                 /* string capacity, 0 for enums */
+    bool path;
+};
+
+#define STR_KEY(f, p) { #f, offsetof(struct hv_cfg, f), sizeof(((struct hv_cfg *)0)->f), p }
+static const struct key keys[] = {
+    { "hypervisor", 0, 0, false },
+    { "log", 0, 0, false },
+    STR_KEY(next, true),
+    STR_KEY(args, false),
+    STR_KEY(kernel, true),
+    STR_KEY(initrd, true),
+    STR_KEY(append, false),
+};
+
+static void parse_line(struct ctx *c, unsigned lineno, const char *s, size_t n)
+{
+    const char *eq, *k, *v;
+    size_t kn, vn;
+    const struct key *key = NULL;
+
+    while (n && is_space(*s)) {
+        s++;
+        n--;
+    }
+    while (n && is_space(s[n - 1]))
+        n--;
+    if (n == 0 || s[0] == '#')
+        return;
+    /* Control bytes (NUL included) mean this is not a text line. */
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if ((ch < 0x20 && ch != '\t') || ch == 0x7f) {
+            error(c, lineno, "control-character");
+            return;
+        }
+    }
+
+    eq = NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '=') {
+            eq = s + i;
+            break;
+        }
+    }
+    if (!eq) {
+        error(c, lineno, "missing-equals");
+        return;
+    }
+    k = s;
+    kn = (size_t)(eq - s);
+    while (kn && is_space(k[kn - 1]))
+        kn--;
+    v = eq + 1;
+    vn = n - (size_t)(v - s);
+    while (vn && is_space(*v)) {
+        v++;
+        vn--;
+    }
+    if (kn == 0) {
+        error(c, lineno, "empty-key");
+        return;
+    }
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        if (span_eq(k, kn, keys[i].name)) {
+            key = &keys[i];
+            break;
+        }
+    }
+    if (!key) {
+        error(c, lineno, "unknown-key");
+        return;
+    }
+
+    if (key == &keys[0]) {
+        if (span_eq(v, vn, "on"))
+            c->cfg->hypervisor = true;
+        else if (span_eq(v, vn, "off"))
+            c->cfg->hypervisor = false;
+        else {
+            c->cfg->hypervisor = true;
+            error(c, lineno, "bad-value");
+        }
+        return;
+    }
+    if (key == &keys[1]) {
+        if (span_eq(v, vn, "error"))
+            c->cfg->log = HV_CFG_LOG_ERROR;
+        else if (span_eq(v, vn, "info"))
+            c->cfg->log = HV_CFG_LOG_INFO;
+        else if (span_eq(v, vn, "debug"))
+            c->cfg->log = HV_CFG_LOG_DEBUG;
+        else {
+            c->cfg->log = HV_CFG_LOG_INFO;
+            error(c, lineno, "bad-value");
+        }
+        return;
+    }
+
+    char *dst = (char *)c->cfg + key->off;
+    if (key->path) {
+        /* Paths are ASCII: firmware file names are UCS-2 and we convert
+         * byte by byte. */
+        for (size_t i = 0; i < vn; i++) {
+            if ((unsigned char)v[i] >= 0x80) {
+                dst[0] = '\0';
+                error(c, lineno, "non-ascii-path");
+                return;
+            }
+        }
+    }
+    if (!set_str(dst, key->cap, v, vn, key->path)) {
+        dst[0] = '\0';
+        error(c, lineno, "value-too-long");
+    }
+}
+
+void hv_cfg_defaults(struct hv_cfg *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->hypervisor = true;
+    cfg->log = HV_CFG_LOG_INFO;
+}
+
+int hv_cfg_parse(const char *buf, size_t len, struct hv_cfg *cfg,
+                 hv_cfg_error_fn err, void *err_ctx)
+{
+    struct ctx c = { cfg, err, err_ctx, 0 };
+    size_t pos = 0;
+    unsigned lineno = 0;
+
+    if (!buf)
+        len = 0;
+    /* Optional UTF-8 byte order mark. */
+    if (len >= 3 && (unsigned char)buf[0] == 0xEF &&
+        (unsigned char)buf[1] == 0xBB && (unsigned char)buf[2] == 0xBF)
+        pos = 3;
+    while (pos < len) {
+        size_t end = pos, n;
+
+        while (end < len && buf[end] != '\n')
+            end++;
+        n = end - pos;
+        if (n && buf[pos + n - 1] == '\r')
+            n--;                        /* CRLF */
+        lineno++;
+        parse_line(&c, lineno, buf + pos, n);
+        pos = end + 1;
+    }
+    return c.errors;
+}

@@ -1,0 +1,83 @@
+/*
+ * ept.c - the EPT identity map (SDM Vol 3C 29.3).
+ *
+ * Guest-physical = host-physical over the whole physical address space
+ * (up to MAXPHYADDR), with the largest page (1 GiB, 2 MiB) whose range has
+ * one MTRR memory type (efi/core/mtrr.c); ranges with mixed types are split
+ * down to 4 KiB.  The hypervisor's pool is split out and left not-present,
+ * so any guest access to it is an EPT violation (vmx_exit.c).
+ */
+#include "vmx.h"
+#include "mtrr.h"
+
+#define EPT_RWX      7ull
+#define EPT_LEAF     (1ull << 7)
+#define EPT_MT(t)    ((uint64_t)(t) << 3)
+
+#define CAP_WALK4    (1ull << 6)
+#define CAP_WB       (1ull << 14)
+#define CAP_2M       (1ull << 16)
+#define CAP_1G       (1ull << 17)
+
+static struct mtrr_state mtrr;
+static uint64_t prot_base, prot_size;
+static bool leaf_ok[5];            /* by level: 1 = 4 KiB, 2 = 2 MiB, 3 = 1 GiB */
+size_t ept_bytes;
+
+static bool protected(uint64_t base, uint64_t size)
+{
+    return base < prot_base + prot_size && prot_base < base + size;
+}
+
+/* Fills one entry at `level` mapping [pa, pa + size). */
+static int map_entry(uint64_t *e, int level, uint64_t pa)
+{
+    uint64_t size = 1ull << (12 + 9 * (level - 1));
+    bool prot = protected(pa, size);
+    int t = mtrr_range_type(&mtrr, pa, size);
+    uint64_t *next;
+
+    if (level == 1) {
+        *e = prot ? 0 : pa | EPT_RWX | EPT_MT(t < 0 ? MT_UC : t);
+        return 0;
+    }
+    if (!prot && t >= 0 && leaf_ok[level]) {
+        *e = pa | EPT_RWX | EPT_MT(t) | EPT_LEAF;
+        return 0;
+    }
+    next = hv_alloc(1);
+    if (!next)
+        return -1;
+    ept_bytes += 4096;
+    for (uint64_t i = 0; i < 512; i++)
+        if (map_entry(&next[i], level - 1, pa + i * (size / 512)))
+            return -1;
+    *e = (uint64_t)(uintptr_t)next | EPT_RWX;
+    return 0;
+}
+
+int ept_build(uint64_t *eptp)
+{
+    unsigned maxphy = cpuid2(0x80000008, 0).eax & 0xFF;
+    uint64_t cap = vmx.ept_vpid_cap, top = 1ull << maxphy;
+    uint64_t *pml4 = hv_alloc(1);
+
+    if (!(cap & CAP_WALK4) || !pml4) {
+        hv_log("HV: skip reason=missing-vmx-feature name=ept-4-level-walk\n");
+        return -1;
+    }
+    ept_bytes = 4096;
+    leaf_ok[1] = true;
+    leaf_ok[2] = cap & CAP_2M;
+    leaf_ok[3] = cap & CAP_1G;
+    mtrr_read(&mtrr, maxphy);
+    hv_protected_range(&prot_base, &prot_size);
+    for (uint64_t i = 0; i < 512 && (i << 39) < top; i++)
+        if (map_entry(&pml4[i], 4, i << 39))
+            return -1;
+    /* Memory type of the paging structures; walk length 4 (SDM 25.6.11). */
+    *eptp = (uint64_t)(uintptr_t)pml4 | (3u << 3) | (cap & CAP_WB ? MT_WB : MT_UC);
+    hv_log("HV: ept maxphyaddr=%u pages=%s ept-bytes=%zu\n", maxphy,
+           leaf_ok[3] ? "1g" : leaf_ok[2] ? "2m" : "4k", ept_bytes);
+    return 0;
+}

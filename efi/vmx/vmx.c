@@ -1,0 +1,392 @@
+/*
+ * vmx.c - the VT-x backend: capabilities and controls, VMXON, and a VMCS
+ * built from the live processor so that after VMLAUNCH the caller simply
+ * continues, now as a guest.
+ */
+#include "vmx.h"
+#include "hv_lib.h"
+
+struct vmx_global vmx;
+struct vmx_cpu vmx_cpus[HV_MAX_CPUS];
+
+/* ---- controls: wanted & allowed (SDM Vol 3C App. A.3-A.5) ------------------ */
+struct ctl_want {
+    uint32_t bit;
+    bool required;
+    const char *name;
+    const char *why;
+};
+
+static const struct ctl_want pin_want[] = {
+    {PIN_NMI_EXITING, false, "nmi-exiting", "NMIs that arrive in the host are re-injected"},
+    {PIN_VIRTUAL_NMIS, false, "virtual-nmis", "NMI-window exits to re-inject at the right time"},
+};
+
+static const struct ctl_want proc_want[] = {
+    {PROC_MSR_BITMAP, true, "msr-bitmap", "exit only on the MSRs we emulate"},
+    {PROC_SECONDARY, true, "secondary-controls", "EPT and unrestricted guest live there"},
+};
+
+static const struct ctl_want proc2_want[] = {
+    {PROC2_EPT, true, "ept", "hide hypervisor memory; guest paging stays native"},
+    {PROC2_RDTSCP, false, "rdtscp", "RDTSCP raises #UD in the guest without it"},
+    {PROC2_VPID, false, "vpid", "guest TLB entries survive exits"},
+    {PROC2_UNRESTRICTED, true, "unrestricted-guest", "real-mode guests: INIT/SIPI AP start"},
+    {PROC2_INVPCID, false, "invpcid", "INVPCID raises #UD in the guest without it"},
+    {PROC2_XSAVES, false, "xsaves", "XSAVES/XRSTORS raise #UD in the guest without it"},
+};
+
+static const struct ctl_want exit_want[] = {
+    {EXIT_SAVE_DEBUG, false, "save-debug", "guest DR7/DEBUGCTL survive exits"},
+    {EXIT_HOST_64, true, "host-address-space", "the host runs in 64-bit mode"},
+    {EXIT_SAVE_PAT, false, "save-pat", "guest PAT is the guest's own"},
+    {EXIT_LOAD_PAT, false, "load-pat", "host PAT is fixed"},
+    {EXIT_SAVE_EFER, true, "save-efer", "guest EFER (LMA) is tracked across INIT/CR0"},
+    {EXIT_LOAD_EFER, true, "load-efer", "host EFER is fixed"},
+};
+
+static const struct ctl_want entry_want[] = {
+    {ENTRY_LOAD_DEBUG, false, "load-debug", "guest DR7/DEBUGCTL survive exits"},
+    {ENTRY_IA32E_GUEST, true, "ia32e-guest", "the firmware runs in long mode"},
+    {ENTRY_LOAD_PAT, false, "load-pat", "guest PAT is the guest's own"},
+    {ENTRY_LOAD_EFER, true, "load-efer", "guest EFER is the guest's own"},
+};
+
+#define NWANT(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Bits 31:0 of a capability MSR are the allowed 0-settings (1 = must be 1),
+ * bits 63:32 the allowed 1-settings (SDM Vol 3C A.3.1). */
+static uint32_t ctl_compute(const char *group, uint32_t msr, const struct ctl_want *w,
+                            size_t n, bool *ok)
+{
+    uint64_t cap = rdmsr(msr);
+    uint32_t must = (uint32_t)cap, may = (uint32_t)(cap >> 32), want = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        if (w[i].bit & may) {
+            want |= w[i].bit;
+        } else if (w[i].required) {
+            hv_log("HV: skip reason=missing-vmx-feature name=%s (%s: %s)\n", w[i].name,
+                   group, w[i].why);
+            *ok = false;
+        } else {
+            hv_log("HV: vmx %s lacks %s: %s\n", group, w[i].name, w[i].why);
+        }
+    }
+    return (want | must) & may;
+}
+
+static int controls_compute(void)
+{
+    uint64_t basic = rdmsr(MSR_VMX_BASIC);
+    bool t = basic & VMX_BASIC_TRUE_CTLS, ok = true;
+
+    vmx.revision = basic & 0x7FFFFFFF;
+    vmx.pin = ctl_compute("pin", t ? MSR_VMX_TRUE_PIN : MSR_VMX_PINBASED, pin_want,
+                          NWANT(pin_want), &ok);
+    vmx.proc = ctl_compute("proc", t ? MSR_VMX_TRUE_PROC : MSR_VMX_PROCBASED, proc_want,
+                           NWANT(proc_want), &ok);
+    if (ok)
+        vmx.proc2 = ctl_compute("proc2", MSR_VMX_PROCBASED2, proc2_want,
+                                NWANT(proc2_want), &ok);
+    vmx.exit = ctl_compute("exit", t ? MSR_VMX_TRUE_EXIT : MSR_VMX_EXIT, exit_want,
+                           NWANT(exit_want), &ok);
+    vmx.entry = ctl_compute("entry", t ? MSR_VMX_TRUE_ENTRY : MSR_VMX_ENTRY, entry_want,
+                            NWANT(entry_want), &ok);
+    /* NMI-window exiting needs virtual NMIs (SDM 26.2.1.1); we only toggle it. */
+    if (!(vmx.pin & PIN_VIRTUAL_NMIS))
+        vmx.pin &= ~PIN_NMI_EXITING;
+    return ok ? 0 : -1;
+}
+
+/* VPID is only useful with INVVPID (single-context or all-context), which we
+ * need after emulated CR0/CR4 writes and INIT (SDM 29.4.3.3). */
+static void vpid_check(void)
+{
+    uint64_t cap = vmx.ept_vpid_cap;
+
+    if ((vmx.proc2 & PROC2_VPID) &&
+        (!(cap & (1ull << 32)) || !(cap & ((1ull << 41) | (1ull << 42))))) {
+        hv_log("HV: vmx vpid disabled: no usable INVVPID\n");
+        vmx.proc2 &= ~PROC2_VPID;
+    }
+}
+
+/* MSR bitmap (SDM 25.6.9): read-low, read-high, write-low, write-high,
+ * 1 KiB each.  Exits only for IA32_FEATURE_CONTROL and the VMX capability
+ * MSRs; MSRs outside both ranges always exit (handled in efi/core/exit.c). */
+static void msr_intercept(uint32_t msr)
+{
+    uint32_t base = msr >= 0xC0000000 ? 1024 : 0, bit = msr & 0x1FFF;
+
+    vmx.msr_bitmap[base + bit / 8] |= 1 << (bit % 8);
+    vmx.msr_bitmap[2048 + base + bit / 8] |= 1 << (bit % 8);
+}
+
+static int vmx_global_init(void)
+{
+    vmx.ept_vpid_cap = rdmsr(MSR_VMX_EPT_VPID_CAP);
+    vmx.misc = rdmsr(MSR_VMX_MISC);
+    if (controls_compute())
+        return -1;
+    vpid_check();
+    vmx.cr0_fixed0 = rdmsr(MSR_VMX_CR0_FIXED0);
+    vmx.cr0_fixed1 = rdmsr(MSR_VMX_CR0_FIXED1);
+    vmx.cr4_fixed0 = rdmsr(MSR_VMX_CR4_FIXED0);
+    vmx.cr4_fixed1 = rdmsr(MSR_VMX_CR4_FIXED1);
+    /* The guest owns every CR bit VMX does not pin.  Unrestricted guest
+     * frees PE and PG (SDM 26.3.1.1). */
+    vmx.cr0_mask = (vmx.cr0_fixed0 | ~vmx.cr0_fixed1) & 0xFFFFFFFFull & ~(CR0_PE | CR0_PG);
+    vmx.cr4_mask = (vmx.cr4_fixed0 | ~vmx.cr4_fixed1) & 0xFFFFFFFFull;
+    vmx.msr_bitmap = hv_alloc(1);
+    if (!vmx.msr_bitmap)
+        return -1;
+    msr_intercept(MSR_FEATURE_CONTROL);
+    for (uint32_t m = MSR_VMX_BASIC; m <= 0x491; m++)
+        msr_intercept(m);
+    return ept_build(&vmx.eptp);
+}
+
+/* ---- per CPU: enable VMX ---------------------------------------------------- */
+/* IA32_FEATURE_CONTROL (SDM Vol 3C 24.7): lock it with VMX outside SMX on
+ * when the firmware left it open; refuse when it is locked with VMX off. */
+static int feature_control_enable(void)
+{
+    uint64_t fc = rdmsr(MSR_FEATURE_CONTROL);
+
+    if (!(fc & FC_LOCK)) {
+        wrmsr(MSR_FEATURE_CONTROL, fc | FC_LOCK | FC_VMX_OUTSIDE_SMX);
+        return 0;
+    }
+    if (!(fc & FC_VMX_OUTSIDE_SMX)) {
+        hv_log("HV: skip reason=vmx-disabled-by-firmware\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* CR0/CR4 bits fixed in VMX operation (SDM Vol 3C 24.8, App. A.7/A.8). */
+static void apply_fixed_crs(struct vmx_cpu *v)
+{
+    v->orig_cr0 = read_cr0();
+    v->orig_cr4 = read_cr4();
+    write_cr0((v->orig_cr0 | vmx.cr0_fixed0) & vmx.cr0_fixed1);
+    write_cr4((v->orig_cr4 | vmx.cr4_fixed0) & vmx.cr4_fixed1);
+}
+
+static void restore_crs(struct vmx_cpu *v)
+{
+    write_cr4(v->orig_cr4);
+    write_cr0(v->orig_cr0);
+}
+
+/* ---- VMCS: controls --------------------------------------------------------- */
+static int write_controls(struct hv_cpu *c, struct vmx_cpu *v)
+{
+    int e = 0;
+
+    e |= vmcs_write32(VMCS_PIN_CTLS, vmx.pin);
+    e |= vmcs_write32(VMCS_PROC_CTLS, vmx.proc);
+    e |= vmcs_write32(VMCS_PROC_CTLS2, vmx.proc2);
+    e |= vmcs_write32(VMCS_EXIT_CTLS, vmx.exit);
+    e |= vmcs_write32(VMCS_ENTRY_CTLS, vmx.entry);
+    e |= vmcs_write32(VMCS_EXCEPTION_BITMAP, 0);
+    e |= vmcs_write32(VMCS_CR3_TARGET_COUNT, 0);
+    e |= vmcs_write32(VMCS_EXIT_MSR_STORE_COUNT, 0);
+    e |= vmcs_write32(VMCS_EXIT_MSR_LOAD_COUNT, 0);
+    e |= vmcs_write32(VMCS_ENTRY_MSR_LOAD_COUNT, 0);
+    e |= vmcs_write32(VMCS_ENTRY_INTR_INFO, 0);
+    e |= vmcs_write64(VMCS_MSR_BITMAP, (uint64_t)(uintptr_t)vmx.msr_bitmap);
+    e |= vmcs_write64(VMCS_EPT_POINTER, vmx.eptp);
+    if (vmx.proc2 & PROC2_VPID)
+        e |= vmcs_write16(VMCS_VPID, 1);
+    if (vmx.proc2 & PROC2_XSAVES)
+        e |= vmcs_write64(VMCS_XSS_EXIT_BITMAP, 0);     /* no XSS bit exits */
+    /* CR4.VMXE and the other pinned bits read as the guest last wrote them. */
+    e |= vmcs_writenat(VMCS_CR0_MASK, vmx.cr0_mask);
+    e |= vmcs_writenat(VMCS_CR4_MASK, vmx.cr4_mask);
+    e |= vmcs_writenat(VMCS_CR0_SHADOW, v->orig_cr0);
+    e |= vmcs_writenat(VMCS_CR4_SHADOW, v->orig_cr4);
+    (void)c;
+    return e;
+}
+
+/* ---- VMCS: host state (SDM Vol 3C 25.5, checks 27.2.2/27.2.3) ------------- */
+#define HOST_CR0_BITS 0x80010033ull   /* PG WP NE ET MP PE */
+#define HOST_CR4_BITS 0x620ull        /* OSXMMEXCPT OSFXSR PAE */
+
+static int write_host_state(struct hv_cpu *c)
+{
+    uint64_t cr4 = HOST_CR4_BITS | CR4_VMXE, e = 0;
+
+    if (cpuid2(1, 0).ecx & (1u << 26))
+        cr4 |= CR4_OSXSAVE;                  /* the host emulates XSETBV */
+    e |= vmcs_writenat(VMCS_HOST_CR0, (HOST_CR0_BITS | vmx.cr0_fixed0) & vmx.cr0_fixed1);
+    e |= vmcs_writenat(VMCS_HOST_CR3, host_cr3());
+    e |= vmcs_writenat(VMCS_HOST_CR4, (cr4 | vmx.cr4_fixed0) & vmx.cr4_fixed1);
+    e |= vmcs_write16(VMCS_HOST_CS_SEL, HOST_CS);
+    e |= vmcs_write16(VMCS_HOST_SS_SEL, HOST_DS);
+    e |= vmcs_write16(VMCS_HOST_DS_SEL, HOST_DS);
+    e |= vmcs_write16(VMCS_HOST_ES_SEL, HOST_DS);
+    e |= vmcs_write16(VMCS_HOST_FS_SEL, 0);
+    e |= vmcs_write16(VMCS_HOST_GS_SEL, 0);
+    e |= vmcs_write16(VMCS_HOST_TR_SEL, HOST_TR);
+    e |= vmcs_writenat(VMCS_HOST_FS_BASE, 0);
+    e |= vmcs_writenat(VMCS_HOST_GS_BASE, (uint64_t)(uintptr_t)c);   /* this_cpu() */
+    e |= vmcs_writenat(VMCS_HOST_TR_BASE, host_tss_base(c));
+    e |= vmcs_writenat(VMCS_HOST_GDTR_BASE, (uint64_t)(uintptr_t)c->gdt);
+    e |= vmcs_writenat(VMCS_HOST_IDTR_BASE, host_idt_base());
+    e |= vmcs_write32(VMCS_HOST_SYSENTER_CS, 0);
+    e |= vmcs_writenat(VMCS_HOST_SYSENTER_ESP, 0);
+    e |= vmcs_writenat(VMCS_HOST_SYSENTER_EIP, 0);
+    e |= vmcs_write64(VMCS_HOST_PAT, 0x0007040600070406ull);         /* reset PAT */
+    e |= vmcs_write64(VMCS_HOST_EFER, rdmsr(MSR_EFER));
+    e |= vmcs_writenat(VMCS_HOST_RSP, (uint64_t)(uintptr_t)c->stack_top);
+    e |= vmcs_writenat(VMCS_HOST_RIP, (uint64_t)(uintptr_t)vmx_exit_entry);
+    return e ? -1 : 0;
+}
+
+/* ---- VMCS: guest state from the live processor (SDM Vol 3C 25.4) ---------- */
+struct seg {
+    uint16_t sel;
+    uint64_t base;
+    uint32_t limit, ar;
+};
+
+#define AR_UNUSABLE (1u << 16)
+
+/* Decodes a GDT/LDT descriptor into VMCS form: access rights are descriptor
+ * bits 47:40 and 55:52 (SDM 25.4.1, Table 25-2). */
+static struct seg seg_decode(uint16_t sel, uint64_t table, uint32_t table_limit)
+{
+    struct seg s = {sel, 0, 0, AR_UNUSABLE};
+    const uint8_t *p = (const uint8_t *)(uintptr_t)table + (sel & ~7u);
+    uint64_t d;
+
+    if ((sel & ~3u) == 0 || (sel | 7u) > table_limit)
+        return s;
+    d = *(const uint64_t *)p;
+    s.base = ((d >> 16) & 0xFFFFFF) | ((d >> 32) & 0xFF000000);
+    s.limit = (d & 0xFFFF) | ((d >> 32) & 0xF0000);
+    if (d & (1ull << 55))
+        s.limit = (s.limit << 12) | 0xFFF;
+    s.ar = ((d >> 40) & 0xFF) | ((d >> 40) & 0xF000);
+    if (!(d & (1ull << 44)))
+        s.base |= (uint64_t)*(const uint32_t *)(p + 8) << 32;   /* 16-byte system desc */
+    else
+        s.ar |= 1;     /* accessed: the CPU set it when it loaded the register */
+    return s;
+}
+
+#define READ_SEL(insn) ({ uint16_t _v; __asm__ volatile(insn " %0" : "=r"(_v)); _v; })
+
+static int write_seg(enum vmx_seg i, struct seg s)
+{
+    return vmcs_write16(VMCS_GUEST_SEL(i), s.sel) | vmcs_write32(VMCS_GUEST_LIMIT(i), s.limit) |
+           vmcs_write32(VMCS_GUEST_AR(i), s.ar) | vmcs_writenat(VMCS_GUEST_BASE(i), s.base);
+}
+
+static int write_guest_segments(void)
+{
+    struct desc_ptr gdt = read_gdtr();
+    struct seg ldt = seg_decode(READ_SEL("sldt"), gdt.base, gdt.limit);
+    struct seg tr = seg_decode(READ_SEL("str"), gdt.base, gdt.limit);
+    uint64_t lb = ldt.ar & AR_UNUSABLE ? 0 : ldt.base;
+    uint32_t ll = ldt.ar & AR_UNUSABLE ? 0 : ldt.limit;
+    uint16_t sels[6] = {READ_SEL("mov %%es,"), READ_SEL("mov %%cs,"), READ_SEL("mov %%ss,"),
+                        READ_SEL("mov %%ds,"), READ_SEL("mov %%fs,"), READ_SEL("mov %%gs,")};
+    int e = 0;
+
+    for (int i = SEG_ES; i <= SEG_GS; i++) {
+        struct seg s = (sels[i] & 4) ? seg_decode(sels[i], lb, ll)
+                                     : seg_decode(sels[i], gdt.base, gdt.limit);
+        if (i == SEG_FS || i == SEG_GS)
+            s.base = rdmsr(i == SEG_FS ? MSR_FS_BASE : MSR_GS_BASE);
+        e |= write_seg((enum vmx_seg)i, s);
+    }
+    /* SDM 26.3.1.2: TR must be a usable busy TSS.  UEFI firmware often runs
+     * with TR = 0; give the guest an equivalent busy 64-bit TSS at 0. */
+    if (tr.ar & AR_UNUSABLE)
+        tr = (struct seg){0, 0, 0x67, 0x8B};
+    tr.ar = (tr.ar & ~0xFu) | 0xB;
+    e |= write_seg(SEG_LDTR, ldt);
+    e |= write_seg(SEG_TR, tr);
+    e |= vmcs_write32(VMCS_GUEST_GDTR_LIMIT, gdt.limit);
+    e |= vmcs_writenat(VMCS_GUEST_GDTR_BASE, gdt.base);
+    gdt = read_idtr();
+    e |= vmcs_write32(VMCS_GUEST_IDTR_LIMIT, gdt.limit);
+    e |= vmcs_writenat(VMCS_GUEST_IDTR_BASE, gdt.base);
+    return e;
+}
+
+/* RSP, RIP and RFLAGS are written by vmx_launch itself. */
+static int write_guest_state(void)
+{
+    int e = write_guest_segments();
+
+    e |= vmcs_writenat(VMCS_GUEST_CR0, read_cr0());
+    e |= vmcs_writenat(VMCS_GUEST_CR3, read_cr3());
+    e |= vmcs_writenat(VMCS_GUEST_CR4, read_cr4());
+    e |= vmcs_writenat(VMCS_GUEST_DR7, read_dr7());
+    e |= vmcs_write64(VMCS_GUEST_DEBUGCTL, rdmsr(MSR_DEBUGCTL));
+    e |= vmcs_write64(VMCS_GUEST_PAT, rdmsr(MSR_PAT));
+    e |= vmcs_write64(VMCS_GUEST_EFER, rdmsr(MSR_EFER));
+    e |= vmcs_write32(VMCS_GUEST_SYSENTER_CS, (uint32_t)rdmsr(MSR_SYSENTER_CS));
+    e |= vmcs_writenat(VMCS_GUEST_SYSENTER_ESP, rdmsr(MSR_SYSENTER_ESP));
+    e |= vmcs_writenat(VMCS_GUEST_SYSENTER_EIP, rdmsr(MSR_SYSENTER_EIP));
+    e |= vmcs_write64(VMCS_LINK_POINTER, ~0ull);
+    e |= vmcs_write32(VMCS_GUEST_INTERRUPTIBILITY, 0);
+    e |= vmcs_write32(VMCS_GUEST_ACTIVITY, ACTIVITY_ACTIVE);
+    e |= vmcs_writenat(VMCS_GUEST_PENDING_DBG, 0);
+    return e;
+}
+
+/* ---- per-CPU entry points --------------------------------------------------- */
+static int vmx_cpu_prepare(struct hv_cpu *c)
+{
+    struct vmx_cpu *v = &vmx_cpus[c->index];
+
+    if (feature_control_enable())
+        return -1;
+    v->vmxon = v->vmxon ? v->vmxon : hv_alloc(1);
+    v->vmcs = v->vmcs ? v->vmcs : hv_alloc(1);
+    if (!v->vmxon || !v->vmcs)
+        return -1;
+    *(uint32_t *)v->vmxon = vmx.revision;       /* SDM 25.11.5 */
+    *(uint32_t *)v->vmcs = vmx.revision;
+    apply_fixed_crs(v);
+    if (vmx_check(vmx_on((uint64_t)(uintptr_t)v->vmxon), "vmxon")) {
+        restore_crs(v);
+        return -1;
+    }
+    if (vmx_check(vmx_clear((uint64_t)(uintptr_t)v->vmcs), "vmclear") ||
+        vmx_check(vmx_ptrld((uint64_t)(uintptr_t)v->vmcs), "vmptrld") ||
+        write_controls(c, v) || write_host_state(c) || write_guest_state()) {
+        vmx_off();
+        restore_crs(v);
+        return -1;
+    }
+    return 0;
+}
+
+static void vmx_launch_failed(struct hv_cpu *c, int rc)
+{
+    vmx_check((enum vmx_result)rc, "vmlaunch");
+    vmx_off();
+    restore_crs(&vmx_cpus[c->index]);
+}
+
+const struct hv_backend_ops vmx_ops = {
+    .name = "vmx",
+    .global_init = vmx_global_init,
+    .cpu_prepare = vmx_cpu_prepare,
+    .launch = vmx_launch,
+    .launch_failed = vmx_launch_failed,
+    .skip_insn = vmx_skip_insn,
+    .inject_exception = vmx_inject_exception,
+    .guest_cpl = vmx_guest_cpl,
+    .guest_rip = vmx_guest_rip,
+    .guest_cr4 = vmx_guest_cr4,
+    .dump_guest = vmx_dump_guest,
+    .devirtualize = vmx_devirtualize,
+};

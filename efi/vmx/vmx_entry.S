@@ -1,0 +1,123 @@
+/*
+ * vmx_entry.S - the only VT-x asm: the launch stub, the VM-exit entry and
+ * the final jump of devirtualization.  Microsoft x64 calling convention.
+ */
+    .text
+
+/* int vmx_launch(void)
+ * Saves the callee-saved registers, points the current VMCS's guest RSP,
+ * RIP and RFLAGS at this very frame and label 1, and VMLAUNCHes.  The CPU
+ * comes back at 1 as a guest and returns 0 to the caller.  On failure it
+ * returns 1 (VMfailInvalid) or 2 (VMfailValid) in VMX root operation. */
+    .globl vmx_launch
+vmx_launch:
+    push %rbx
+    push %rbp
+    push %rdi
+    push %rsi
+    push %r12
+    push %r13
+    push %r14
+    push %r15
+    mov $0x681C, %rax               /* GUEST_RSP */
+    vmwrite %rsp, %rax
+    lea 1f(%rip), %rdx
+    mov $0x681E, %rax               /* GUEST_RIP */
+    vmwrite %rdx, %rax
+    pushfq
+    pop %rdx
+    mov $0x6820, %rax               /* GUEST_RFLAGS */
+    vmwrite %rdx, %rax
+    vmlaunch
+    mov $1, %eax
+    jc 2f
+    mov $2, %eax
+    jmp 2f
+1:  xor %eax, %eax                  /* now a guest */
+2:  pop %r15
+    pop %r14
+    pop %r13
+    pop %r12
+    pop %rsi
+    pop %rdi
+    pop %rbp
+    pop %rbx
+    ret
+
+/* VM-exit entry (HOST_RIP).  HOST_RSP is the 16-byte aligned top of this
+ * CPU's host stack.  Builds struct hv_regs (RSP slot unused) and calls
+ * vmx_exit_handler(regs); then VMRESUMEs.  A failed VMRESUME goes to C. */
+    .globl vmx_exit_entry
+vmx_exit_entry:
+    push %r15
+    push %r14
+    push %r13
+    push %r12
+    push %r11
+    push %r10
+    push %r9
+    push %r8
+    push %rdi
+    push %rsi
+    push %rbp
+    push $0
+    push %rbx
+    push %rdx
+    push %rcx
+    push %rax
+    mov %rsp, %rcx
+    sub $32, %rsp
+    call vmx_exit_handler
+    add $32, %rsp
+    pop %rax
+    pop %rcx
+    pop %rdx
+    pop %rbx
+    add $8, %rsp
+    pop %rbp
+    pop %rsi
+    pop %rdi
+    pop %r8
+    pop %r9
+    pop %r10
+    pop %r11
+    pop %r12
+    pop %r13
+    pop %r14
+    pop %r15
+    vmresume
+    sub $32, %rsp
+    call vmx_resume_failed          /* does not return */
+    ud2
+
+/* void vmx_devirt_jump(const struct hv_regs *regs, const uint64_t frame[5],
+ *                      uint64_t cr3)
+ * Last step of leaving VMX: load the guest's CR3, build an IRETQ frame
+ * (RIP, CS, RFLAGS, RSP, SS) and restore every GPR.  This code must be
+ * mapped at the same address by the guest's page tables (true for UEFI's
+ * identity map). */
+    .globl vmx_devirt_jump
+vmx_devirt_jump:
+    mov %r8, %cr3
+    pushq 32(%rdx)                  /* SS */
+    pushq 24(%rdx)                  /* RSP */
+    pushq 16(%rdx)                  /* RFLAGS */
+    pushq 8(%rdx)                   /* CS */
+    pushq 0(%rdx)                   /* RIP */
+    mov %rcx, %rax
+    mov 0x08(%rax), %rcx
+    mov 0x10(%rax), %rdx
+    mov 0x18(%rax), %rbx
+    mov 0x28(%rax), %rbp
+    mov 0x30(%rax), %rsi
+    mov 0x38(%rax), %rdi
+    mov 0x40(%rax), %r8
+    mov 0x48(%rax), %r9
+    mov 0x50(%rax), %r10
+    mov 0x58(%rax), %r11
+    mov 0x60(%rax), %r12
+    mov 0x68(%rax), %r13
+    mov 0x70(%rax), %r14
+    mov 0x78(%rax), %r15
+    mov 0x00(%rax), %rax
+    iretq

@@ -1,0 +1,487 @@
+/*
+ * vmx_exit.c - VM-exit decoding and the VMX-specific handlers.
+ *
+ * Every exit goes through one table indexed by the basic exit reason
+ * (SDM Vol 3C App. C), bounds-checked.  An entry names the reason, gives
+ * its arch-neutral kind (counted, and handled by efi/core/exit.c when the
+ * entry has no VMX handler) and optionally a VMX handler.  A reason with no
+ * kind and no handler is unexpected: panic with its decoded name.
+ */
+#include "vmx.h"
+#include "hv_lib.h"
+
+typedef void (*vmx_handler)(struct hv_cpu *c, uint64_t qual);
+
+struct exit_entry {
+    const char *name;
+    enum hv_exit kind;
+    vmx_handler fn;        /* NULL: core handler for kind, or panic if OTHER */
+};
+
+static void exit_nmi(struct hv_cpu *c, uint64_t qual);
+static void exit_triple_fault(struct hv_cpu *c, uint64_t qual);
+static void exit_init(struct hv_cpu *c, uint64_t qual);
+static void exit_sipi(struct hv_cpu *c, uint64_t qual);
+static void exit_nmi_window(struct hv_cpu *c, uint64_t qual);
+static void exit_cr(struct hv_cpu *c, uint64_t qual);
+static void exit_ept_violation(struct hv_cpu *c, uint64_t qual);
+
+#define UNEXPECTED(n) {n, HV_EXIT_OTHER, NULL}
+#define VIRT_INSN(n) {n, HV_EXIT_VIRT_INSN, NULL}
+static const struct exit_entry exit_table[] = {
+    [0] = {"exception-or-nmi", HV_EXIT_NMI, exit_nmi},
+    [1] = UNEXPECTED("external-interrupt"),
+    [2] = {"triple-fault", HV_EXIT_TRIPLE_FAULT, exit_triple_fault},
+    [3] = {"init", HV_EXIT_INIT, exit_init},
+    [4] = {"sipi", HV_EXIT_SIPI, exit_sipi},
+    [5] = UNEXPECTED("io-smi"),
+    [6] = UNEXPECTED("other-smi"),
+    [7] = UNEXPECTED("interrupt-window"),
+    [8] = {"nmi-window", HV_EXIT_NMI_WINDOW, exit_nmi_window},
+    [9] = UNEXPECTED("task-switch"),
+    [10] = {"cpuid", HV_EXIT_CPUID, NULL},
+    [11] = VIRT_INSN("getsec"),
+    [12] = UNEXPECTED("hlt"),
+    [13] = {"invd", HV_EXIT_INVD, NULL},
+    [14] = UNEXPECTED("invlpg"),
+    [15] = UNEXPECTED("rdpmc"),
+    [16] = UNEXPECTED("rdtsc"),
+    [17] = UNEXPECTED("rsm"),
+    [18] = {"vmcall", HV_EXIT_HYPERCALL, NULL},
+    [19] = VIRT_INSN("vmclear"),
+    [20] = VIRT_INSN("vmlaunch"),
+    [21] = VIRT_INSN("vmptrld"),
+    [22] = VIRT_INSN("vmptrst"),
+    [23] = VIRT_INSN("vmread"),
+    [24] = VIRT_INSN("vmresume"),
+    [25] = VIRT_INSN("vmwrite"),
+    [26] = VIRT_INSN("vmxoff"),
+    [27] = VIRT_INSN("vmxon"),
+    [28] = {"cr-access", HV_EXIT_CR, exit_cr},
+    [29] = UNEXPECTED("mov-dr"),
+    [30] = UNEXPECTED("io-instruction"),
+    [31] = {"rdmsr", HV_EXIT_RDMSR, NULL},
+    [32] = {"wrmsr", HV_EXIT_WRMSR, NULL},
+    [33] = UNEXPECTED("entry-fail-guest-state"),
+    [34] = UNEXPECTED("entry-fail-msr-loading"),
+    [36] = UNEXPECTED("mwait"),
+    [37] = UNEXPECTED("monitor-trap-flag"),
+    [39] = UNEXPECTED("monitor"),
+    [40] = UNEXPECTED("pause"),
+    [41] = UNEXPECTED("entry-fail-machine-check"),
+    [43] = UNEXPECTED("tpr-below-threshold"),
+    [44] = UNEXPECTED("apic-access"),
+    [45] = UNEXPECTED("virtualized-eoi"),
+    [46] = UNEXPECTED("gdtr-idtr-access"),
+    [47] = UNEXPECTED("ldtr-tr-access"),
+    [48] = {"ept-violation", HV_EXIT_NPF, exit_ept_violation},
+    [49] = UNEXPECTED("ept-misconfiguration"),
+    [50] = VIRT_INSN("invept"),
+    [51] = UNEXPECTED("rdtscp"),
+    [52] = UNEXPECTED("preemption-timer"),
+    [53] = VIRT_INSN("invvpid"),
+    [54] = UNEXPECTED("wbinvd"),
+    [55] = {"xsetbv", HV_EXIT_XSETBV, NULL},
+    [56] = UNEXPECTED("apic-write"),
+    [57] = UNEXPECTED("rdrand"),
+    [58] = UNEXPECTED("invpcid"),
+    [59] = VIRT_INSN("vmfunc"),
+    [60] = UNEXPECTED("encls"),
+    [61] = UNEXPECTED("rdseed"),
+    [62] = UNEXPECTED("pml-full"),
+    [63] = UNEXPECTED("xsaves"),
+    [64] = UNEXPECTED("xrstors"),
+};
+#define EXIT_TABLE_SIZE (sizeof(exit_table) / sizeof(exit_table[0]))
+
+static const char *reason_name(uint32_t basic)
+{
+    if (basic < EXIT_TABLE_SIZE && exit_table[basic].name)
+        return exit_table[basic].name;
+    return "unknown-exit";
+}
+
+/* ---- services for the core --------------------------------------------------- */
+void vmx_skip_insn(struct hv_cpu *c)
+{
+    uint32_t intr = vmcs_read32(VMCS_GUEST_INTERRUPTIBILITY);
+
+    (void)c;
+    vmcs_writenat(VMCS_GUEST_RIP,
+                  vmcs_readnat(VMCS_GUEST_RIP) + vmcs_read32(VMCS_EXIT_INSN_LEN));
+    /* STI / MOV SS blocking ends with the instruction we just completed. */
+    if (intr & (INTR_BLOCK_STI | INTR_BLOCK_MOVSS))
+        vmcs_write32(VMCS_GUEST_INTERRUPTIBILITY, intr & ~(INTR_BLOCK_STI | INTR_BLOCK_MOVSS));
+}
+
+/* Event injection (SDM 25.8.3).  In real mode no error code is pushed
+ * (SDM 26.2.1.3), so it is only delivered with CR0.PE = 1. */
+void vmx_inject_exception(struct hv_cpu *c, uint8_t vec, bool has_err, uint32_t err)
+{
+    uint32_t info = vec | INTR_TYPE_HW_EXC | INTR_INFO_VALID;
+
+    (void)c;
+    if (has_err && (vmcs_readnat(VMCS_GUEST_CR0) & CR0_PE)) {
+        info |= INTR_ERR_VALID;
+        vmcs_write32(VMCS_ENTRY_EXC_ERROR, err);
+    }
+    vmcs_write32(VMCS_ENTRY_INTR_INFO, info);
+}
+
+/* CPL is SS.DPL (SDM Vol 3C 25.4.1). */
+unsigned vmx_guest_cpl(struct hv_cpu *c)
+{
+    (void)c;
+    return (vmcs_read32(VMCS_GUEST_AR(SEG_SS)) >> 5) & 3;
+}
+
+uint64_t vmx_guest_rip(struct hv_cpu *c)
+{
+    (void)c;
+    return vmcs_readnat(VMCS_GUEST_RIP);
+}
+
+uint64_t vmx_guest_cr4(struct hv_cpu *c)
+{
+    (void)c;
+    return (vmcs_readnat(VMCS_GUEST_CR4) & ~vmx.cr4_mask) |
+           (vmcs_readnat(VMCS_CR4_SHADOW) & vmx.cr4_mask);
+}
+
+void vmx_dump_guest(struct hv_cpu *c)
+{
+    struct hv_regs *r = c->regs;
+
+    hv_log("HV: guest cpu=%u rip=%llx rsp=%llx rflags=%llx cr0=%llx cr3=%llx cr4=%llx "
+           "efer=%llx\n", c->index,
+           (unsigned long long)vmcs_readnat(VMCS_GUEST_RIP),
+           (unsigned long long)vmcs_readnat(VMCS_GUEST_RSP),
+           (unsigned long long)vmcs_readnat(VMCS_GUEST_RFLAGS),
+           (unsigned long long)vmcs_readnat(VMCS_GUEST_CR0),
+           (unsigned long long)vmcs_readnat(VMCS_GUEST_CR3),
+           (unsigned long long)vmcs_readnat(VMCS_GUEST_CR4),
+           (unsigned long long)vmcs_read64(VMCS_GUEST_EFER));
+    for (int s = SEG_ES; s < SEG_COUNT; s++)
+        hv_log("HV: guest seg%d sel=%x base=%llx limit=%x ar=%x\n", s,
+               vmcs_read16(VMCS_GUEST_SEL(s)),
+               (unsigned long long)vmcs_readnat(VMCS_GUEST_BASE(s)),
+               vmcs_read32(VMCS_GUEST_LIMIT(s)), vmcs_read32(VMCS_GUEST_AR(s)));
+    hv_log("HV: guest gdtr=%llx/%x idtr=%llx/%x activity=%u intr=%x entry-ctls=%x\n",
+           (unsigned long long)vmcs_readnat(VMCS_GUEST_GDTR_BASE),
+           vmcs_read32(VMCS_GUEST_GDTR_LIMIT),
+           (unsigned long long)vmcs_readnat(VMCS_GUEST_IDTR_BASE),
+           vmcs_read32(VMCS_GUEST_IDTR_LIMIT), vmcs_read32(VMCS_GUEST_ACTIVITY),
+           vmcs_read32(VMCS_GUEST_INTERRUPTIBILITY), vmcs_read32(VMCS_ENTRY_CTLS));
+    if (r)
+        hv_log("HV: guest rax=%llx rbx=%llx rcx=%llx rdx=%llx rsi=%llx rdi=%llx rbp=%llx\n",
+               (unsigned long long)r->rax, (unsigned long long)r->rbx,
+               (unsigned long long)r->rcx, (unsigned long long)r->rdx,
+               (unsigned long long)r->rsi, (unsigned long long)r->rdi,
+               (unsigned long long)r->rbp);
+}
+
+/* ---- NMIs (SDM Vol 3C 25.3, 26.6.1.2) ------------------------------------------ */
+static void exit_nmi(struct hv_cpu *c, uint64_t qual)
+{
+    uint32_t info = vmcs_read32(VMCS_EXIT_INTR_INFO);
+
+    if ((info & 0x700) != INTR_TYPE_NMI)
+        hv_panic(c, "exception vec=%u info=%x qual=%llx\n", info & 0xFF, info,
+                 (unsigned long long)qual);
+    c->nmi_pending = 1;
+}
+
+static void exit_nmi_window(struct hv_cpu *c, uint64_t qual)
+{
+    (void)c;
+    (void)qual;
+    vmcs_write32(VMCS_PROC_CTLS, vmcs_read32(VMCS_PROC_CTLS) & ~PROC_NMI_WINDOW);
+}
+
+/* Injects a pending NMI now, or asks for an exit once the guest can take it. */
+static void deliver_pending_nmi(struct hv_cpu *c)
+{
+    uint32_t intr, busy = INTR_BLOCK_STI | INTR_BLOCK_MOVSS | INTR_BLOCK_NMI;
+
+    if (!c->nmi_pending)
+        return;
+    intr = vmcs_read32(VMCS_GUEST_INTERRUPTIBILITY);
+    if ((intr & busy) || (vmcs_read32(VMCS_ENTRY_INTR_INFO) & INTR_INFO_VALID) ||
+        vmcs_read32(VMCS_GUEST_ACTIVITY) == ACTIVITY_WAIT_SIPI) {
+        if (vmx.pin & PIN_VIRTUAL_NMIS)
+            vmcs_write32(VMCS_PROC_CTLS, vmcs_read32(VMCS_PROC_CTLS) | PROC_NMI_WINDOW);
+        return;
+    }
+    vmcs_write32(VMCS_ENTRY_INTR_INFO, VEC_NMI | INTR_TYPE_NMI | INTR_INFO_VALID);
+    c->nmi_pending = 0;
+}
+
+/* An exit during event delivery (IDT-vectoring info valid) loses the event
+ * unless it is injected again (SDM Vol 3C 28.2.4). */
+static void requeue_vectored_event(void)
+{
+    uint32_t v = vmcs_read32(VMCS_IDT_VECTORING_INFO);
+    uint32_t type = (v >> 8) & 7;
+
+    if (!(v & INTR_INFO_VALID))
+        return;
+    vmcs_write32(VMCS_ENTRY_INTR_INFO, v & 0x80000FFFu);
+    if (v & INTR_ERR_VALID)
+        vmcs_write32(VMCS_ENTRY_EXC_ERROR, vmcs_read32(VMCS_IDT_VECTORING_ERROR));
+    if (type == 4 || type == 5 || type == 6)       /* software int / exception */
+        vmcs_write32(VMCS_ENTRY_INSN_LEN, vmcs_read32(VMCS_EXIT_INSN_LEN));
+}
+
+/* ---- triple fault, INIT, SIPI ------------------------------------------------- */
+static void exit_triple_fault(struct hv_cpu *c, uint64_t qual)
+{
+    hv_log("HV: panic triple-fault cpu=%u qual=%llx\n", c->index, (unsigned long long)qual);
+    vmx_dump_guest(c);
+    hv_log("HV: system reset\n");
+    outb(0xCF9, 0x06);                             /* PIIX/ICH reset control */
+    halt_forever();
+}
+
+static void set_seg(enum vmx_seg s, uint16_t sel, uint64_t base, uint32_t limit, uint32_t ar)
+{
+    vmcs_write16(VMCS_GUEST_SEL(s), sel);
+    vmcs_writenat(VMCS_GUEST_BASE(s), base);
+    vmcs_write32(VMCS_GUEST_LIMIT(s), limit);
+    vmcs_write32(VMCS_GUEST_AR(s), ar);
+}
+
+static void flush_guest_tlb(void)
+{
+    if (vmx.proc2 & PROC2_VPID)
+        vmx_invvpid(1, 1);                         /* single context: VPID 1 */
+}
+
+/* INIT: the architectural INIT state (SDM Vol 3A 10.1.1, Table 10-1) and
+ * then wait-for-SIPI (SDM Vol 3C 27.2 "INIT signals"). */
+static void exit_init(struct hv_cpu *c, uint64_t qual)
+{
+    struct hv_regs *r = c->regs;
+    const uint64_t cr0 = 0x60000010;               /* CD NW ET */
+
+    (void)qual;
+    memset(r, 0, sizeof(*r));
+    r->rdx = cpuid2(1, 0).eax;                     /* family/model/stepping */
+    vmcs_writenat(VMCS_CR0_SHADOW, cr0);
+    vmcs_writenat(VMCS_GUEST_CR0, (cr0 | (vmx.cr0_fixed0 & ~(CR0_PE | CR0_PG))) &
+                                  vmx.cr0_fixed1);
+    vmcs_writenat(VMCS_CR4_SHADOW, 0);
+    vmcs_writenat(VMCS_GUEST_CR4, vmx.cr4_fixed0);
+    vmcs_writenat(VMCS_GUEST_CR3, 0);
+    vmcs_write64(VMCS_GUEST_EFER, 0);
+    vmcs_write32(VMCS_ENTRY_CTLS, vmcs_read32(VMCS_ENTRY_CTLS) & ~ENTRY_IA32E_GUEST);
+    set_seg(SEG_CS, 0xF000, 0xFFFF0000, 0xFFFF, 0x9B);
+    for (enum vmx_seg s = SEG_ES; s <= SEG_GS; s++)
+        if (s != SEG_CS)
+            set_seg(s, 0, 0, 0xFFFF, 0x93);
+    set_seg(SEG_LDTR, 0, 0, 0xFFFF, 0x82);
+    set_seg(SEG_TR, 0, 0, 0xFFFF, 0x8B);
+    vmcs_writenat(VMCS_GUEST_GDTR_BASE, 0);
+    vmcs_write32(VMCS_GUEST_GDTR_LIMIT, 0xFFFF);
+    vmcs_writenat(VMCS_GUEST_IDTR_BASE, 0);
+    vmcs_write32(VMCS_GUEST_IDTR_LIMIT, 0xFFFF);
+    vmcs_writenat(VMCS_GUEST_RIP, 0xFFF0);
+    vmcs_writenat(VMCS_GUEST_RSP, 0);
+    vmcs_writenat(VMCS_GUEST_RFLAGS, 2);
+    vmcs_writenat(VMCS_GUEST_DR7, 0x400);
+    vmcs_write64(VMCS_GUEST_DEBUGCTL, 0);
+    vmcs_write32(VMCS_GUEST_INTERRUPTIBILITY, 0);
+    vmcs_writenat(VMCS_GUEST_PENDING_DBG, 0);
+    vmcs_write32(VMCS_ENTRY_INTR_INFO, 0);
+    c->nmi_pending = 0;
+    flush_guest_tlb();
+    if (!(vmx.misc & (1u << 8)))
+        hv_panic(c, "init: wait-for-SIPI activity state unsupported\n");
+    vmcs_write32(VMCS_GUEST_ACTIVITY, ACTIVITY_WAIT_SIPI);
+}
+
+/* SIPI: real-mode start at vector << 12 (SDM Vol 3A 9.4.4.1). */
+static void exit_sipi(struct hv_cpu *c, uint64_t qual)
+{
+    uint32_t vector = qual & 0xFF;
+
+    (void)c;
+    set_seg(SEG_CS, (uint16_t)(vector << 8), (uint64_t)vector << 12, 0xFFFF, 0x9B);
+    vmcs_writenat(VMCS_GUEST_RIP, 0);
+    vmcs_write32(VMCS_GUEST_ACTIVITY, ACTIVITY_ACTIVE);
+}
+
+/* ---- control-register access (SDM Vol 3C 28.1.3, Table 28-3) ------------------- */
+static uint64_t *gpr(struct hv_cpu *c, unsigned n, uint64_t *rsp)
+{
+    /* struct hv_regs is in the SDM's register-number order. */
+    return n == 4 ? rsp : &((uint64_t *)c->regs)[n];
+}
+
+static void emulate_cr0(struct hv_cpu *c, uint64_t val)
+{
+    uint64_t old = vmcs_readnat(VMCS_GUEST_CR0), efer = vmcs_read64(VMCS_GUEST_EFER);
+    uint64_t real = (val | (vmx.cr0_fixed0 & ~(CR0_PE | CR0_PG))) & vmx.cr0_fixed1;
+    uint32_t entry = vmcs_read32(VMCS_ENTRY_CTLS);
+
+    if ((val >> 32) || ((val & CR0_PG) && !(val & CR0_PE)))
+        return vmx_inject_exception(c, VEC_GP, true, 0);
+    /* Paging on/off with EFER.LME set enters/leaves IA-32e mode (SDM 10.8.5). */
+    if ((val ^ old) & CR0_PG && (efer & EFER_LME)) {
+        efer = (val & CR0_PG) ? efer | EFER_LMA : efer & ~EFER_LMA;
+        entry = (val & CR0_PG) ? entry | ENTRY_IA32E_GUEST : entry & ~ENTRY_IA32E_GUEST;
+        vmcs_write64(VMCS_GUEST_EFER, efer);
+        vmcs_write32(VMCS_ENTRY_CTLS, entry);
+    }
+    vmcs_writenat(VMCS_CR0_SHADOW, val);
+    vmcs_writenat(VMCS_GUEST_CR0, real);
+    flush_guest_tlb();
+    vmx_skip_insn(c);
+}
+
+/* The guest may not set VMXE (it sees no VMX) nor bits the CPU lacks. */
+static void emulate_cr4(struct hv_cpu *c, uint64_t val)
+{
+    if ((val & CR4_VMXE) || (val & ~vmx.cr4_fixed1))
+        return vmx_inject_exception(c, VEC_GP, true, 0);
+    vmcs_writenat(VMCS_CR4_SHADOW, val);
+    vmcs_writenat(VMCS_GUEST_CR4, val | vmx.cr4_fixed0);
+    flush_guest_tlb();
+    vmx_skip_insn(c);
+}
+
+static void exit_cr(struct hv_cpu *c, uint64_t qual)
+{
+    unsigned cr = qual & 0xF, type = (qual >> 4) & 3, reg = (qual >> 8) & 0xF;
+    uint64_t rsp = vmcs_readnat(VMCS_GUEST_RSP);
+    uint64_t val = *gpr(c, reg, &rsp);
+
+    if (type == 3) {                               /* LMSW: bits 3:0 only, PE sticky */
+        uint64_t old = vmcs_readnat(VMCS_CR0_SHADOW);
+        val = (old & ~0xEull) | ((qual >> 16) & 0xF) | (old & CR0_PE);
+        return emulate_cr0(c, val);
+    }
+    if (type == 0 && cr == 0)
+        return emulate_cr0(c, val);
+    if (type == 0 && cr == 4)
+        return emulate_cr4(c, val);
+    hv_panic(c, "cr-access cr=%u type=%u qual=%llx\n", cr, type, (unsigned long long)qual);
+}
+
+/* ---- EPT violation (SDM Vol 3C 28.2.1, Table 28-7) ------------------------------ */
+/* A guest access to hypervisor memory is logged and answered with #GP(0):
+ * deterministic, and what a guest touching a hole would most likely see. */
+static void exit_ept_violation(struct hv_cpu *c, uint64_t qual)
+{
+    uint64_t gpa = vmcs_read64(VMCS_GUEST_PHYS_ADDR), pb, ps;
+
+    hv_protected_range(&pb, &ps);
+    if (gpa >= pb && gpa < pb + ps) {
+        hv_log("HV: ept-block cpu=%u gpa=%llx access=%c%c%c rip=%llx\n", c->index,
+               (unsigned long long)gpa, qual & 1 ? 'r' : '-', qual & 2 ? 'w' : '-',
+               qual & 4 ? 'x' : '-', (unsigned long long)vmcs_readnat(VMCS_GUEST_RIP));
+        vmcs_write32(VMCS_ENTRY_INTR_INFO, 0);     /* #GP replaces a vectored event */
+        return vmx_inject_exception(c, VEC_GP, true, 0);
+    }
+    hv_panic(c, "ept-violation gpa=%llx qual=%llx\n", (unsigned long long)gpa,
+             (unsigned long long)qual);
+}
+
+/* ---- the dispatcher ----------------------------------------------------------------- */
+void vmx_exit_handler(struct hv_regs *regs)
+{
+    struct hv_cpu *c = this_cpu();
+    uint32_t reason = vmcs_read32(VMCS_EXIT_REASON), basic = reason & 0xFFFF;
+    uint64_t qual = vmcs_readnat(VMCS_EXIT_QUALIFICATION);
+    const struct exit_entry *e;
+
+    c->regs = regs;
+    if (reason & (1u << 31))                       /* VM-entry failure: first */
+        hv_panic(c, "vm-entry-failure %s qual=%llx\n", reason_name(basic),
+                 (unsigned long long)qual);
+    requeue_vectored_event();
+    if (basic >= EXIT_TABLE_SIZE || !exit_table[basic].name) {
+        hv_count_exit(c, HV_EXIT_OTHER);
+        hv_panic(c, "unknown-exit reason=%u qual=%llx\n", basic, (unsigned long long)qual);
+    }
+    e = &exit_table[basic];
+    hv_count_exit(c, e->kind);
+    if (e->fn)
+        e->fn(c, qual);
+    else if (e->kind != HV_EXIT_OTHER)
+        hv_handle_exit(c, e->kind);
+    else
+        hv_panic(c, "%s qual=%llx\n", e->name, (unsigned long long)qual);
+    deliver_pending_nmi(c);
+}
+
+void vmx_resume_failed(void)
+{
+    struct hv_cpu *c = this_cpu();
+
+    vmx_check(VMX_FAIL_VALID, "vmresume");
+    hv_panic(c, "vmresume-failed\n");
+}
+
+/* ---- devirtualization ------------------------------------------------------------------ */
+static void load_selector_regs(uint16_t ds, uint16_t es, uint16_t fs, uint16_t gs)
+{
+    __asm__ volatile("mov %0, %%ds; mov %1, %%es; mov %2, %%fs; mov %3, %%gs"
+                     : : "r"(ds), "r"(es), "r"(fs), "r"(gs) : "memory");
+}
+
+/* The guest's TSS descriptor is marked busy; LTR needs it available. */
+static void load_tr(uint64_t gdt_base, uint16_t sel)
+{
+    uint64_t *d = (uint64_t *)(uintptr_t)(gdt_base + (sel & ~7u));
+
+    if (!(sel & ~7u))
+        return;                                    /* guest ran with TR = 0: keep ours */
+    *d &= ~(1ull << 41);
+    __asm__ volatile("ltr %0" : : "r"(sel) : "memory");
+}
+
+/* Leaves VMX on this CPU and resumes the guest natively after the VMCALL:
+ * guest control registers, descriptor tables, segments and MSRs go back into
+ * the processor, then vmx_devirt_jump restores CR3 and the GPRs with IRETQ. */
+void vmx_devirtualize(struct hv_cpu *c)
+{
+    struct vmx_cpu *v = &vmx_cpus[c->index];
+    struct desc_ptr gdt = {(uint16_t)vmcs_read32(VMCS_GUEST_GDTR_LIMIT),
+                           vmcs_readnat(VMCS_GUEST_GDTR_BASE)};
+    struct desc_ptr idt = {(uint16_t)vmcs_read32(VMCS_GUEST_IDTR_LIMIT),
+                           vmcs_readnat(VMCS_GUEST_IDTR_BASE)};
+    uint64_t frame[5] = {vmcs_readnat(VMCS_GUEST_RIP), vmcs_read16(VMCS_GUEST_SEL(SEG_CS)),
+                         vmcs_readnat(VMCS_GUEST_RFLAGS), vmcs_readnat(VMCS_GUEST_RSP),
+                         vmcs_read16(VMCS_GUEST_SEL(SEG_SS))};
+    uint64_t cr0 = vmcs_readnat(VMCS_GUEST_CR0), cr3 = vmcs_readnat(VMCS_GUEST_CR3);
+    uint64_t cr4 = vmx_guest_cr4(c) & ~CR4_VMXE;
+    uint64_t fs = vmcs_readnat(VMCS_GUEST_BASE(SEG_FS)), gs = vmcs_readnat(VMCS_GUEST_BASE(SEG_GS));
+    uint64_t efer = vmcs_read64(VMCS_GUEST_EFER), pat = vmcs_read64(VMCS_GUEST_PAT);
+    uint64_t dbg = vmcs_read64(VMCS_GUEST_DEBUGCTL), dr7 = vmcs_readnat(VMCS_GUEST_DR7);
+    uint64_t se_cs = vmcs_read32(VMCS_GUEST_SYSENTER_CS);
+    uint64_t se_esp = vmcs_readnat(VMCS_GUEST_SYSENTER_ESP);
+    uint64_t se_eip = vmcs_readnat(VMCS_GUEST_SYSENTER_EIP);
+    uint16_t ds = vmcs_read16(VMCS_GUEST_SEL(SEG_DS)), es = vmcs_read16(VMCS_GUEST_SEL(SEG_ES));
+    uint16_t fss = vmcs_read16(VMCS_GUEST_SEL(SEG_FS)), gss = vmcs_read16(VMCS_GUEST_SEL(SEG_GS));
+    uint16_t ldtr = vmcs_read16(VMCS_GUEST_SEL(SEG_LDTR)), tr = vmcs_read16(VMCS_GUEST_SEL(SEG_TR));
+
+    vmx_clear((uint64_t)(uintptr_t)v->vmcs);
+    vmx_off();
+    write_cr4(read_cr4() & ~CR4_VMXE);
+    write_cr0(cr0);
+    write_cr4(cr4);
+    __asm__ volatile("lgdt %0; lidt %1" : : "m"(gdt), "m"(idt) : "memory");
+    load_selector_regs(ds, es, fss, gss);          /* from here on no this_cpu() */
+    wrmsr(MSR_FS_BASE, fs);
+    wrmsr(MSR_GS_BASE, gs);
+    __asm__ volatile("lldt %0" : : "r"(ldtr));
+    load_tr(gdt.base, tr);
+    wrmsr(MSR_EFER, efer);
+    wrmsr(MSR_PAT, pat);
+    wrmsr(MSR_DEBUGCTL, dbg);
+    wrmsr(MSR_SYSENTER_CS, se_cs);
+    wrmsr(MSR_SYSENTER_ESP, se_esp);
+    wrmsr(MSR_SYSENTER_EIP, se_eip);
+    __asm__ volatile("mov %0, %%dr7" : : "r"(dr7));
+    vmx_devirt_jump(c->regs, frame, cr3);
+}

@@ -1,0 +1,1 @@
+"""Engines: QEMU and Bochs behind one interface (base.Engine)."""

@@ -1,0 +1,241 @@
+"""The Linux guest: the kernel fetched by pytool.hostsetup and a busybox initramfs.
+
+The initramfs is a gzip'd newc cpio written here in Python with fixed mtimes and inode
+numbers, so the same inputs give a byte-identical file (cacheable).  Its /init reports
+on the serial console through the kernel log:
+
+    GUEST-LINUX: userspace up cpus=<n>
+    GUEST-LINUX: hvcheck: <line>          (only when /bin/hvcheck exists)
+    GUEST-LINUX: hvcheck rc=<rc>
+    GUEST-LINUX: done
+
+and then powers the machine off.
+"""
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import io
+import json
+import os
+import stat
+import struct
+from pathlib import Path
+from typing import Iterable
+
+KERNEL_JSON = Path("build/linux/kernel.json")
+BUSYBOX = Path("/bin/busybox")
+MARK = "GUEST-LINUX:"
+UP_LINE = f"{MARK} userspace up"
+DONE_LINE = f"{MARK} done"
+
+
+class LinuxError(Exception):
+    """The guest kernel or initramfs is not available; the message says why."""
+
+
+def find_kernel(root: Path) -> Path:
+    """The guest vmlinuz recorded by ``python3 -m pytool.hostsetup``."""
+    meta = Path(root) / KERNEL_JSON
+    hint = "run `python3 -m pytool.hostsetup` to fetch it"
+    try:
+        data = json.loads(meta.read_text())
+    except FileNotFoundError:
+        raise LinuxError(f"no guest kernel: {meta} missing; {hint}") from None
+    except (OSError, ValueError) as e:
+        raise LinuxError(f"guest kernel record {meta} unreadable ({e}); {hint}") from None
+    vmlinuz = Path(data.get("vmlinuz", ""))
+    if not vmlinuz.is_absolute():
+        vmlinuz = Path(root) / vmlinuz
+    if not data.get("vmlinuz") or not vmlinuz.is_file():
+        raise LinuxError(f"guest kernel {vmlinuz} (from {meta}) missing; {hint}")
+    return vmlinuz
+
+
+# ----------------------------------------------------------------------------- cpio
+@dataclasses.dataclass
+class CpioEntry:
+    """One archive member.  ``mode`` holds the file type bits too (stat.S_IF*)."""
+    name: str
+    mode: int
+    data: bytes = b""          # file contents, or the target of a symlink
+    rdev: tuple[int, int] = (0, 0)
+    uid: int = 0
+    gid: int = 0
+    mtime: int = 0
+
+
+def cpio_dir(name: str, perm: int = 0o755) -> CpioEntry:
+    return CpioEntry(name, stat.S_IFDIR | perm)
+
+
+def cpio_file(name: str, data: bytes, perm: int = 0o644) -> CpioEntry:
+    return CpioEntry(name, stat.S_IFREG | perm, data)
+
+
+def cpio_symlink(name: str, target: str) -> CpioEntry:
+    return CpioEntry(name, stat.S_IFLNK | 0o777, target.encode())
+
+
+def cpio_chardev(name: str, major: int, minor: int, perm: int = 0o600) -> CpioEntry:
+    return CpioEntry(name, stat.S_IFCHR | perm, rdev=(major, minor))
+
+
+def _pad4(n: int) -> bytes:
+    return b"\0" * (-n % 4)
+
+
+def cpio_newc_bytes(entries: Iterable[CpioEntry]) -> bytes:
+    """The uncompressed newc ("070701") archive, trailer included."""
+    buf = io.BytesIO()
+
+    def member(ino: int, e: CpioEntry) -> None:
+        name = e.name.lstrip("/").encode() + b"\0"
+        if e.name != "TRAILER!!!" and name in (b"\0", b".\0"):
+            name = b".\0"
+        is_dir = stat.S_ISDIR(e.mode)
+        data = b"" if is_dir or stat.S_ISCHR(e.mode) or stat.S_ISBLK(e.mode) else e.data
+        fields = (ino, e.mode, e.uid, e.gid, 2 if is_dir else 1, e.mtime, len(data),
+                  0, 0, e.rdev[0], e.rdev[1], len(name), 0)
+        hdr = b"070701" + b"".join(b"%08X" % f for f in fields)
+        buf.write(hdr + name + _pad4(len(hdr) + len(name)))
+        buf.write(data + _pad4(len(data)))
+
+    seen = set()
+    ino = 0
+    for ino, e in enumerate(entries, start=1):
+        key = e.name.strip("/")
+        if key in seen:
+            raise ValueError(f"cpio: {e.name} given twice")
+        seen.add(key)
+        member(ino, e)
+    member(0, CpioEntry("TRAILER!!!", 0))
+    return buf.getvalue()
+
+
+def write_cpio_newc(entries: Iterable[CpioEntry], out: Path, compress: bool = True) -> Path:
+    """Write a newc cpio archive (gzip'd unless ``compress`` is False) to ``out``."""
+    raw = cpio_newc_bytes(entries)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    if compress:
+        with open(tmp, "wb") as f:
+            # mtime=0 and no file name in the gzip header: byte-identical rebuilds.
+            with gzip.GzipFile(filename="", mode="wb", fileobj=f, mtime=0,
+                               compresslevel=9) as gz:
+                gz.write(raw)
+    else:
+        tmp.write_bytes(raw)
+    os.replace(tmp, out)
+    return out
+
+
+# ----------------------------------------------------------------------- initramfs
+INIT_SCRIPT = r"""#!/bin/sh
+# /init of the micro-hypervisor test guest (pytool.linux).  Lines go to /dev/kmsg at
+# level 2 so they pass `quiet` and reach the serial console through the kernel log even
+# if the machine powers off before the tty drains; they are echoed to /dev/console too.
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+echo on > /proc/sys/kernel/printk_devkmsg   # no rate limit on our kmsg lines
+
+say() {
+    echo "<2>$*" > /dev/kmsg
+    echo "$*" > /dev/console
+}
+
+cpus=0
+IFS=,
+for r in $(cat /sys/devices/system/cpu/online); do
+    cpus=$((cpus + ${r#*-} - ${r%-*} + 1))
+done
+unset IFS
+say "GUEST-LINUX: userspace up cpus=$cpus"
+
+if [ -x /bin/hvcheck ]; then
+    /bin/hvcheck > /tmp/hvcheck.out 2>&1
+    rc=$?
+    while IFS= read -r line; do
+        say "GUEST-LINUX: hvcheck: $line"
+    done < /tmp/hvcheck.out
+    say "GUEST-LINUX: hvcheck rc=$rc"
+fi
+
+say "GUEST-LINUX: done"
+sleep 1
+poweroff -f
+"""
+
+# Applets the init script runs as commands (echo, [ and read are ash builtins, but the
+# symlinks cost nothing and help when someone drops into the shell).
+APPLETS = ("sh", "mount", "mkdir", "cat", "echo", "sleep", "poweroff", "ls", "dmesg",
+           "[", "test")
+
+
+def _is_static_elf(path: Path) -> bool:
+    """True for a 64-bit ELF without PT_INTERP (statically linked)."""
+    with open(path, "rb") as f:
+        eh = f.read(64)
+        if len(eh) < 64 or eh[:4] != b"\x7fELF" or eh[4] != 2:
+            return False
+        phoff, = struct.unpack_from("<Q", eh, 0x20)
+        phentsize, phnum = struct.unpack_from("<HH", eh, 0x36)
+        f.seek(phoff)
+        ph = f.read(phentsize * phnum)
+    return all(struct.unpack_from("<I", ph, i * phentsize)[0] != 3 for i in range(phnum))
+
+
+def build_initramfs(out: Path, extra_files: dict[str, Path] | None = None,
+                    init_script: str | None = None, busybox: Path = BUSYBOX) -> Path:
+    """Write the gzip'd guest initramfs to ``out``.
+
+    ``extra_files`` maps guest paths (``/bin/hvcheck``) to host files; executables keep
+    their mode.  ``init_script`` replaces the default /init.  Byte-identical for the
+    same inputs.
+    """
+    busybox = Path(busybox)
+    if not busybox.is_file():
+        raise LinuxError(f"{busybox} missing: install busybox-static "
+                         "(python3 -m pytool.hostsetup)")
+    if not _is_static_elf(busybox):
+        raise LinuxError(f"{busybox} is not a static x86-64 binary: install "
+                         "busybox-static instead of busybox")
+    entries: dict[str, CpioEntry] = {}
+
+    def add(e: CpioEntry) -> None:
+        parts = e.name.strip("/").split("/")
+        for i in range(1, len(parts)):
+            d = "/".join(parts[:i])
+            entries.setdefault(d, cpio_dir(d))
+        entries[e.name.strip("/")] = dataclasses.replace(e, name=e.name.strip("/"))
+
+    for d in ("bin", "dev", "proc", "sys", "tmp", "sbin"):
+        add(cpio_dir(d, 0o1777 if d == "tmp" else 0o755))
+    add(cpio_chardev("dev/console", 5, 1))
+    add(cpio_chardev("dev/ttyS0", 4, 64))
+    add(cpio_file("bin/busybox", busybox.read_bytes(), 0o755))
+    for a in APPLETS:
+        add(cpio_symlink(f"bin/{a}", "busybox"))
+    add(cpio_file("init", (init_script or INIT_SCRIPT).encode(), 0o755))
+    for guest, host in sorted((extra_files or {}).items()):
+        host = Path(host)
+        if not host.is_file():
+            raise LinuxError(f"initramfs file {guest}: {host} does not exist")
+        perm = 0o755 if os.access(host, os.X_OK) else 0o644
+        add(cpio_file(guest, host.read_bytes(), perm))
+    # Parents before children, stable order.
+    ordered = sorted(entries.values(), key=lambda e: e.name.split("/"))
+    return write_cpio_newc(ordered, out)
+
+
+def qemu_direct_boot_cmd(vmlinuz: Path, initrd: Path, *, qemu: str = "qemu-system-x86_64",
+                         smp: int = 1, append: str = "console=ttyS0 quiet") -> list[str]:
+    """QEMU TCG command line that boots the guest without firmware (a self-check)."""
+    return [qemu,
+            "-M", "q35", "-m", "512", "-smp", str(smp),
+            "-nographic",            # serial on stdio
+            "-kernel", str(vmlinuz), "-initrd", str(initrd),
+            "-append", append,
+            "-no-reboot"]            # a panic ends the run instead of looping
