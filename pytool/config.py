@@ -64,6 +64,7 @@ _SCENARIO = {
     "ordered": (bool, False, True),
     "forbid": (ListOf(Pattern), False, []),
     "timeout": ((int, float), False, 120),
+    "guest_ends": (bool, False, False),  # the guest itself must end the run
     "release": (bool, False, False),
     "marks": (ListOf(str), False, []),
 }

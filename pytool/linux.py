@@ -4,7 +4,7 @@ The initramfs is a gzip'd newc cpio written here in Python with fixed mtimes and
 numbers, so the same inputs give a byte-identical file (cacheable).  Its /init reports
 on the serial console through the kernel log:
 
-    GUEST-LINUX: userspace up cpus=<n>
+    GUEST-LINUX: userspace up cpus=<online>   (the kernel's online list: 0, 0-3)
     GUEST-LINUX: hvcheck: <line>          (only when /bin/hvcheck exists)
     GUEST-LINUX: hvcheck rc=<rc>
     GUEST-LINUX: done
@@ -18,12 +18,21 @@ import gzip
 import io
 import json
 import os
+import re
+import shlex
+import shutil
 import stat
 import struct
+import subprocess
 from pathlib import Path
 from typing import Iterable
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
 KERNEL_JSON = Path("build/linux/kernel.json")
+HVCHECK_SRC = Path("efi/linux/hvcheck.c")
+HV_CORE_H = Path("efi/core/hv_core.h")
+HVCHECK_OUT = Path("build/linux/hvcheck")
+HVCHECK_CFLAGS = ["-static", "-O2", "-Wall", "-Wextra", "-Werror", "-std=gnu11"]
 BUSYBOX = Path("/bin/busybox")
 MARK = "GUEST-LINUX:"
 UP_LINE = f"{MARK} userspace up"
@@ -50,6 +59,64 @@ def find_kernel(root: Path) -> Path:
     if not data.get("vmlinuz") or not vmlinuz.is_file():
         raise LinuxError(f"guest kernel {vmlinuz} (from {meta}) missing; {hint}")
     return vmlinuz
+
+
+# -------------------------------------------------------------------------- hvcheck
+_SIG_RE = re.compile(r'^\s*#\s*define\s+HV_CPUID_SIGNATURE\s+"([^"\\]*)"', re.M)
+
+
+def hv_signature(root: Path = REPO_ROOT) -> str:
+    """The 12-byte CPUID 0x40000000 signature from efi/core/hv_core.h."""
+    header = Path(root) / HV_CORE_H
+    try:
+        m = _SIG_RE.search(header.read_text(errors="replace"))
+    except OSError as e:
+        raise LinuxError(f"cannot read the hypervisor signature: {e}") from None
+    if not m:
+        raise LinuxError(f"{header}: no `#define HV_CPUID_SIGNATURE \"...\"`")
+    sig = m.group(1)
+    if len(sig) != 12 or not sig.isascii() or not sig.isprintable():
+        raise LinuxError(f"{header}: HV_CPUID_SIGNATURE {sig!r} is not 12 printable "
+                         "ASCII characters")
+    return sig
+
+
+def build_hvcheck(root: Path = REPO_ROOT, out: Path | None = None,
+                  signature: str | None = None, cc: str = "gcc") -> Path:
+    """Build efi/linux/hvcheck.c as a static x86-64 binary (``gcc -static -O2``).
+
+    Cached: rebuilt only when the source, hv_core.h or the command line changed
+    (a stamp file beside the output records the command)."""
+    root = Path(root)
+    src = root / HVCHECK_SRC
+    out = Path(out) if out else root / HVCHECK_OUT
+    sig = signature if signature is not None else hv_signature(root)
+    compiler = shutil.which(cc)
+    if not compiler:
+        raise LinuxError(f"{cc} not found: install gcc (python3 -m pytool.hostsetup)")
+    cmd = [compiler, *HVCHECK_CFLAGS, f'-DHV_SIGNATURE="{sig}"', "-o", str(out), str(src)]
+    stamp = out.with_name(out.name + ".cmd")
+    try:
+        fresh = (stamp.read_text() == shlex.join(cmd) and
+                 out.stat().st_mtime_ns >= max(src.stat().st_mtime_ns,
+                                               (root / HV_CORE_H).stat().st_mtime_ns))
+    except OSError:
+        fresh = False
+    if fresh:
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stamp.unlink(missing_ok=True)
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise LinuxError(f"building hvcheck failed: {shlex.join(cmd)}\n"
+                         f"{res.stdout}{res.stderr}".rstrip())
+    stamp.write_text(shlex.join(cmd))
+    return out
+
+
+def default_extra_files(root: Path = REPO_ROOT) -> dict[str, Path]:
+    """What the default initramfs carries besides busybox: /bin/hvcheck."""
+    return {"/bin/hvcheck": build_hvcheck(root)}
 
 
 # ----------------------------------------------------------------------------- cpio
@@ -146,19 +213,16 @@ say() {
     echo "$*" > /dev/console
 }
 
-cpus=0
-IFS=,
-for r in $(cat /sys/devices/system/cpu/online); do
-    cpus=$((cpus + ${r#*-} - ${r%-*} + 1))
-done
-unset IFS
-say "GUEST-LINUX: userspace up cpus=$cpus"
+say "GUEST-LINUX: userspace up cpus=$(cat /sys/devices/system/cpu/online)"
 
 if [ -x /bin/hvcheck ]; then
     /bin/hvcheck > /tmp/hvcheck.out 2>&1
     rc=$?
     while IFS= read -r line; do
-        say "GUEST-LINUX: hvcheck: $line"
+        case "$line" in
+            "GUEST-LINUX: "*) say "$line" ;;     # hvcheck's own report lines
+            *) say "GUEST-LINUX: hvcheck: $line" ;;
+        esac
     done < /tmp/hvcheck.out
     say "GUEST-LINUX: hvcheck rc=$rc"
 fi
@@ -192,8 +256,9 @@ def build_initramfs(out: Path, extra_files: dict[str, Path] | None = None,
     """Write the gzip'd guest initramfs to ``out``.
 
     ``extra_files`` maps guest paths (``/bin/hvcheck``) to host files; executables keep
-    their mode.  ``init_script`` replaces the default /init.  Byte-identical for the
-    same inputs.
+    their mode.  None (the default) means ``default_extra_files()``: hvcheck, built
+    from efi/linux/hvcheck.c; ``{}`` means nothing extra.  ``init_script`` replaces
+    the default /init.  Byte-identical for the same inputs.
     """
     busybox = Path(busybox)
     if not busybox.is_file():
@@ -202,6 +267,8 @@ def build_initramfs(out: Path, extra_files: dict[str, Path] | None = None,
     if not _is_static_elf(busybox):
         raise LinuxError(f"{busybox} is not a static x86-64 binary: install "
                          "busybox-static instead of busybox")
+    if extra_files is None:
+        extra_files = default_extra_files()
     entries: dict[str, CpioEntry] = {}
 
     def add(e: CpioEntry) -> None:

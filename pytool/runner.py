@@ -58,6 +58,7 @@ class RunSpec:
     ordered: bool = True
     timeout: float = 120
     keep_running: bool = False
+    guest_ends: bool = False        # pass only if the guest ends the run itself
     release: bool = False
     cpu_model: str | None = None    # override the engine's model for the vendor
     accel: str | None = None        # force "tcg" or "kvm" (QEMU)
@@ -137,6 +138,7 @@ def spec_from_scenario(cfg: dict, sc: dict, **overrides) -> RunSpec:
                    expect=list(sc["expect"]),
                    forbid=list(defaults.get("forbid") or []) + list(sc["forbid"]),
                    ordered=sc["ordered"], timeout=sc["timeout"], release=sc["release"],
+                   guest_ends=sc["guest_ends"],
                    cpu_model=sc["cpu_model"], hv_cfg=sc["hv_cfg"], name=sc["name"])
     for k, v in overrides.items():
         setattr(spec, k, v)
@@ -269,11 +271,10 @@ def run(spec: RunSpec, cfg: dict | None = None, say=print) -> RunResult:
     for problems that prevent a run; a run that ran returns a RunResult."""
     from . import images
     cfg = cfg or _config.load()
-    quiet = (lambda *a: None) if not spec.live else say
     t0 = time.monotonic()
-    engine_name, accel = pick_engine(cfg, spec, quiet)
+    engine_name, accel = pick_engine(cfg, spec, say)
     shim = _platform_shim(cfg, engine_name)
-    built = _build(cfg, spec, quiet, shim)
+    built = _build(cfg, spec, say, shim)
     cpu = _cpu_model(cfg, spec, engine_name, accel)
     run_dir = _run_dir(engine_name, spec.vendor, spec.name)
     files = _esp_files(cfg, spec, built, run_dir, shim)
@@ -286,9 +287,12 @@ def run(spec: RunSpec, cfg: dict | None = None, say=print) -> RunResult:
     matcher = SerialMatcher(spec.expect, spec.forbid, ordered=spec.ordered,
                             timeout=spec.timeout)
     live = (lambda line: say(line)) if spec.live else None
-    quiet(f"run: {run_dir.relative_to(ROOT)}  engine={engine_name}"
+    say(f"run: {run_dir.relative_to(ROOT)}  engine={engine_name}"
           f"{'/' + accel if accel else ''} cpu={cpu} smp={spec.smp} vendor={spec.vendor}")
-    eres = asyncio.run(eng.run(matcher, run_dir / "serial.log", live, spec.keep_running))
+    eres = asyncio.run(eng.run(matcher, run_dir / "serial.log", live,
+                               spec.keep_running or spec.guest_ends))
+    if spec.guest_ends and eres.end_reason == "deadline" and not matcher.unmet():
+        matcher.failure = f"the guest did not end the run within {spec.timeout:g}s"
     if eres.end_reason == "guest-ended" and matcher.unmet():
         matcher.fail("the guest ended the run before every expected pattern matched")
     if eres.guest_exit not in (None, 0):

@@ -23,3 +23,14 @@ def boot(cfg):
         spec = spec_from_scenario(cfg, config.scenario(cfg, name), live=False, **overrides)
         return run(spec, cfg)
     return _boot
+
+
+def pytest_collection_modifyitems(config, items):
+    """Start the slowest boots first so that parallel workers finish together."""
+    def weight(item):
+        if item.get_closest_marker("slow"):
+            return 0
+        if item.get_closest_marker("boot"):
+            return 1
+        return 2
+    items.sort(key=weight)   # stable: file order is kept within each group

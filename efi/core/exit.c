@@ -55,10 +55,12 @@ static struct cpuid_regs hv_leaf(uint32_t leaf)
     struct cpuid_regs o = {0, 0, 0, 0};
 
     if (leaf == HV_CPUID_BASE) {
+        static const char sig[12] = HV_CPUID_SIGNATURE;
+
         o.eax = HV_CPUID_MAX;
-        memcpy(&o.ebx, HV_CPUID_SIGNATURE, 4);
-        memcpy(&o.ecx, HV_CPUID_SIGNATURE + 4, 4);
-        memcpy(&o.edx, HV_CPUID_SIGNATURE + 8, 4);
+        memcpy(&o.ebx, &sig[0], 4);
+        memcpy(&o.ecx, &sig[4], 4);
+        memcpy(&o.edx, &sig[8], 4);
     } else if (leaf == HV_CPUID_MAX) {
         o.eax = HV_INTERFACE_VERSION;
     }

@@ -3,7 +3,7 @@
  * that vendor selection stays in one place (efi/core/vmm.c) and the core's
  * CPUID/MSR/XSETBV/hypercall handling is ready for it.
  */
-#include "hv_core.h"
+#include "../core/hv_core.h"
 
 static int svm_global_init(void)
 {

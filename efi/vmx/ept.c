@@ -8,7 +8,7 @@
  * so any guest access to it is an EPT violation (vmx_exit.c).
  */
 #include "vmx.h"
-#include "mtrr.h"
+#include "../core/mtrr.h"
 
 #define EPT_RWX      7ull
 #define EPT_LEAF     (1ull << 7)

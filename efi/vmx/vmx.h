@@ -4,7 +4,7 @@
 #ifndef VMX_VMX_H
 #define VMX_VMX_H
 
-#include "hv_core.h"
+#include "../core/hv_core.h"
 #include "vmcs.h"
 #include "vmx_insn.h"
 

@@ -1,0 +1,301 @@
+/*
+ * guest-test - runs after the hypervisor, as its guest, and checks from the
+ * inside what the guest is supposed to see.  Each check prints
+ * `GUEST: <check> PASS|FAIL [detail]` on COM1; the run ends with
+ * `GUEST: summary pass=<n> fail=<m>` and the Bochs/QEMU exit ports.
+ *
+ * Per-CPU checks run on the BSP and then on each AP (MP Services,
+ * StartupThisAP one at a time: the temporary IDT handlers are shared).
+ */
+#include "hv.h"
+#include "hv_efi.h"
+#include "hv_lib.h"
+
+#define HC_MAGIC    0x48564D43u
+#define HC_VERSION  0
+#define HC_STATS    1
+#define HC_LOG      2
+#define HC_INFO     3
+#define HC_DEVIRT   4
+#define N_EXIT_KINDS 15
+#define AP_TIMEOUT_US (5 * 1000 * 1000)
+
+uint64_t gt_hypercall(uint64_t fn, uint64_t a1, uint64_t a2, uint64_t out[2]);
+int gt_try_vmxon(const uint64_t *pa);
+int gt_try_read(const volatile uint32_t *p, uint32_t *out);
+int gt_try_xsetbv(uint64_t xcr0);
+int gt_try_rdmsr(uint32_t msr, uint64_t *v);
+int gt_try_wrmsr(uint32_t msr, uint64_t v);
+extern char gt_ud_stub[], gt_gp_stub[];
+
+static EFI_SYSTEM_TABLE *st;
+static EFI_MP_SERVICES_PROTOCOL *mp;
+static volatile int n_pass, n_fail;
+
+static void result(const char *check, bool ok, size_t cpu, const char *detail)
+{
+    __atomic_add_fetch(ok ? &n_pass : &n_fail, 1, __ATOMIC_SEQ_CST);
+    hv_log("GUEST: %s %s cpu=%zu%s%s\n", check, ok ? "PASS" : "FAIL", cpu,
+           detail ? " " : "", detail ? detail : "");
+}
+
+struct cpuid_out { uint32_t a, b, c, d; };
+
+static struct cpuid_out cpuid(uint32_t leaf)
+{
+    struct cpuid_out o;
+
+    __asm__ volatile("cpuid" : "=a"(o.a), "=b"(o.b), "=c"(o.c), "=d"(o.d) : "a"(leaf), "c"(0));
+    return o;
+}
+
+static uint64_t rdtsc(void)
+{
+    uint32_t lo, hi;
+
+    __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+    return ((uint64_t)hi << 32) | lo;
+}
+
+/* ---- temporary #UD/#GP handlers ------------------------------------------ */
+struct __attribute__((packed)) idtr { uint16_t limit; uint64_t base; };
+
+struct saved_gates { uint64_t ud[2], gp[2]; };
+
+static void set_gate(uint64_t *g, const void *fn)
+{
+    uint64_t a = (uint64_t)(uintptr_t)fn;
+    uint16_t cs;
+
+    __asm__ volatile("mov %%cs, %0" : "=r"(cs));
+    g[0] = (a & 0xFFFF) | ((uint64_t)cs << 16) | (0x8Eull << 40) | (((a >> 16) & 0xFFFF) << 48);
+    g[1] = a >> 32;
+}
+
+static uint64_t *idt_gate(unsigned vec)
+{
+    struct idtr r;
+
+    __asm__ volatile("sidt %0" : "=m"(r));
+    return (uint64_t *)(uintptr_t)(r.base + 16 * vec);
+}
+
+static void traps_install(struct saved_gates *s)
+{
+    memcpy(s->ud, idt_gate(6), 16);
+    memcpy(s->gp, idt_gate(13), 16);
+    set_gate(idt_gate(6), gt_ud_stub);
+    set_gate(idt_gate(13), gt_gp_stub);
+}
+
+static void traps_remove(const struct saved_gates *s)
+{
+    memcpy(idt_gate(6), s->ud, 16);
+    memcpy(idt_gate(13), s->gp, 16);
+}
+
+/* ---- per-CPU checks ---------------------------------------------------------- */
+static void check_hv_present(size_t cpu)
+{
+    struct cpuid_out l1 = cpuid(1), base = cpuid(0x40000000);
+    char sig[13];
+    char detail[48];
+
+    memcpy(sig, &base.b, 4);
+    memcpy(sig + 4, &base.c, 4);
+    memcpy(sig + 8, &base.d, 4);
+    sig[12] = 0;
+    hv_snprintf(detail, sizeof(detail), "sig=%s max=%x", sig, base.a);
+    result("hv-present", (l1.c >> 31) & 1 && !strcmp(sig, "MicroHvisor!") &&
+                         base.a >= 0x40000001 && cpuid(0x40000001).a == 1, cpu, detail);
+    result("vmx-hidden", !((l1.c >> 5) & 1), cpu, NULL);
+}
+
+static void check_traps(size_t cpu)
+{
+    static uint8_t region[8192] __attribute__((aligned(4096)));
+    uint64_t pa = (uint64_t)(uintptr_t)region, fc = 0, cap = 0;
+    struct saved_gates s;
+    int vec_vmxon, vec_fc, vec_fcw, vec_cap, vec_xs = -2;
+    char d[64];
+
+    traps_install(&s);
+    vec_vmxon = gt_try_vmxon(&pa);
+    vec_fc = gt_try_rdmsr(0x3A, &fc);
+    vec_fcw = gt_try_wrmsr(0x3A, fc);
+    vec_cap = gt_try_rdmsr(0x480, &cap);
+    if (cpuid(1).c & (1u << 27))                 /* OSXSAVE: XSETBV usable */
+        vec_xs = gt_try_xsetbv(2);               /* x87 bit clear: invalid */
+    traps_remove(&s);
+    hv_snprintf(d, sizeof(d), "vec=%d", vec_vmxon);
+    result("vmxon-ud", vec_vmxon == 6, cpu, d);
+    hv_snprintf(d, sizeof(d), "value=%llx", (unsigned long long)fc);
+    result("feature-control-locked", vec_fc == -1 && (fc & 1) && !(fc & 6), cpu, d);
+    hv_snprintf(d, sizeof(d), "vec=%d", vec_fcw);
+    result("feature-control-write-gp", vec_fcw == 13, cpu, d);
+    hv_snprintf(d, sizeof(d), "vec=%d", vec_cap);
+    result("vmx-basic-msr-gp", vec_cap == 13, cpu, d);
+    if (vec_xs != -2) {
+        hv_snprintf(d, sizeof(d), "vec=%d", vec_xs);
+        result("xsetbv-invalid-gp", vec_xs == 13, cpu, d);
+    }
+}
+
+static void check_version(size_t cpu)
+{
+    uint64_t out[2] = {0, 0};
+    uint64_t st_ = gt_hypercall(HC_VERSION, 0, 0, out);
+    char d[64];
+
+    hv_snprintf(d, sizeof(d), "status=%lld version=%llu hv-cpu=%llu", (long long)st_,
+                (unsigned long long)out[0], (unsigned long long)out[1]);
+    result("vmcall-version", st_ == 0 && out[0] == 1, cpu, d);
+}
+
+static void per_cpu_checks(size_t cpu)
+{
+    check_hv_present(cpu);
+    check_traps(cpu);
+    check_version(cpu);
+}
+
+/* ---- BSP-only checks ------------------------------------------------------------ */
+static void check_stats_and_log(void)
+{
+    static uint64_t counts[N_EXIT_KINDS];
+    static const char msg[] = "hello from guest-test";
+    uint64_t out[2] = {0, 0};
+    uint64_t s = gt_hypercall(HC_STATS, (uint64_t)(uintptr_t)counts, N_EXIT_KINDS, out);
+    char d[64];
+
+    hv_snprintf(d, sizeof(d), "entries=%llu cpuid=%llu vmcall=%llu",
+                (unsigned long long)out[0], (unsigned long long)counts[0],
+                (unsigned long long)counts[4]);
+    result("vmcall-stats", s == 0 && out[0] == N_EXIT_KINDS && counts[0] > 0 && counts[4] > 0,
+           0, d);
+    s = gt_hypercall(HC_LOG, (uint64_t)(uintptr_t)msg, sizeof(msg) - 1, out);
+    result("vmcall-log", s == 0, 0, NULL);
+    s = gt_hypercall(0x77, 0, 0, out);
+    result("vmcall-bad-function", (int64_t)s == -1, 0, NULL);
+}
+
+static void check_protection(void)
+{
+    uint64_t out[2] = {0, 0};
+    uint64_t s = gt_hypercall(HC_INFO, 0, 0, out);
+    uint32_t v = 0x12345678;
+    struct saved_gates g;
+    int vec = -1;
+    char d[80];
+
+    if (s == 0 && out[0]) {
+        traps_install(&g);
+        vec = gt_try_read((const volatile uint32_t *)(uintptr_t)out[0], &v);
+        traps_remove(&g);
+    }
+    hv_snprintf(d, sizeof(d), "hpa=%llx bytes=%llu vec=%d value=%x",
+                (unsigned long long)out[0], (unsigned long long)out[1], vec, v);
+    result("hv-memory-blocked", s == 0 && vec == 13 && v == 0x12345678, 0, d);
+}
+
+static void bench_cpuid(void)
+{
+    const int n = 200;
+    uint64_t t0 = rdtsc();
+
+    for (int i = 0; i < n; i++)
+        cpuid(0);
+    hv_log("GUEST: bench cpuid-ticks=%llu\n", (unsigned long long)((rdtsc() - t0) / n));
+}
+
+/* ---- devirtualization ------------------------------------------------------------ */
+static void devirt_and_check(size_t cpu)
+{
+    uint64_t out[2];
+    uint64_t s = gt_hypercall(HC_DEVIRT, 0, 0, out);
+    struct cpuid_out l1 = cpuid(1);
+
+    result("devirtualize", s == 0, cpu, NULL);
+    result("post-devirt-no-hv-bit", !((l1.c >> 31) & 1), cpu, NULL);
+}
+
+/* ---- driving every CPU ------------------------------------------------------------ */
+struct ap_job { void (*fn)(size_t cpu); size_t cpu; };
+
+static VOID EFIAPI ap_entry(VOID *arg)
+{
+    struct ap_job *j = arg;
+
+    j->fn(j->cpu);
+}
+
+static void on_each_ap(void (*fn)(size_t cpu))
+{
+    UINTN total = 0, enabled = 0, self = 0;
+
+    if (!mp || EFI_ERROR(mp->GetNumberOfProcessors(mp, &total, &enabled)) ||
+        EFI_ERROR(mp->WhoAmI(mp, &self)))
+        return;
+    for (UINTN i = 0; i < total; i++) {
+        struct ap_job job = {fn, i};
+        EFI_STATUS s;
+
+        if (i == self)
+            continue;
+        s = mp->StartupThisAP(mp, ap_entry, i, NULL, AP_TIMEOUT_US, &job, NULL);
+        if (EFI_ERROR(s)) {
+            char d[48];
+            hv_snprintf(d, sizeof(d), "status=%s", efi_status_name(s));
+            result("ap-run", false, i, d);
+        }
+    }
+}
+
+static void firmware_checks(void)
+{
+    EFI_GUID gv = EFI_GLOBAL_VARIABLE;
+    UINT8 buf[64];
+    UINTN size = sizeof(buf);
+    UINT32 attr = 0;
+    EFI_STATUS s;
+
+    s = st->BootServices->Stall(1000);
+    result("post-devirt-stall", !EFI_ERROR(s), 0, NULL);
+    s = st->ConOut->OutputString(st->ConOut, (CHAR16 *)L"guest-test: console still works\r\n");
+    result("post-devirt-conout", !EFI_ERROR(s), 0, NULL);
+    s = st->RuntimeServices->GetVariable((CHAR16 *)L"BootCurrent", &gv, &attr, &size, buf);
+    result("post-devirt-variable", !EFI_ERROR(s), 0, efi_status_name(s));
+}
+
+static void end_run(void)
+{
+    static const char shutdown[] = "Shutdown";
+
+    hv_log("GUEST: summary pass=%d fail=%d\n", n_pass, n_fail);
+    for (const char *p = shutdown; *p; p++)      /* Bochs: ends the simulation */
+        __asm__ volatile("outb %0, %1" : : "a"(*p), "Nd"((uint16_t)0x8900));
+    __asm__ volatile("outb %0, %1" : : "a"((uint8_t)0), "Nd"((uint16_t)0xF4));
+}
+
+EFI_STATUS EFIAPI efi_main(EFI_HANDLE image, EFI_SYSTEM_TABLE *systab)
+{
+    EFI_GUID mp_guid = HV_EFI_MP_SERVICES_PROTOCOL_GUID;
+
+    (void)image;
+    st = systab;
+    serial_init();
+    if (EFI_ERROR(st->BootServices->LocateProtocol(&mp_guid, NULL, (VOID **)&mp)))
+        mp = NULL;
+    hv_log("GUEST: start\n");
+    per_cpu_checks(0);
+    on_each_ap(per_cpu_checks);
+    check_stats_and_log();
+    check_protection();
+    bench_cpuid();
+    on_each_ap(devirt_and_check);
+    devirt_and_check(0);
+    result("post-devirt-no-signature", cpuid(0x40000000).b != 0x7263694D, 0, NULL); /* "Micr" */
+    firmware_checks();
+    end_run();
+    return EFI_SUCCESS;
+}

@@ -1,0 +1,105 @@
+/*
+ * trap.S - guest-test helpers: the hypercall, and instructions executed
+ * under a temporary #UD/#GP handler that records the vector and resumes at
+ * a known label.  Microsoft x64 calling convention.
+ */
+    .text
+
+/* uint64_t gt_hypercall(uint64_t fn, uint64_t a1, uint64_t a2, uint64_t out[2])
+ * RAX = fn, RCX = magic, RDX = a1, R8 = a2; returns RAX, out = {RDX, R8}. */
+    .globl gt_hypercall
+gt_hypercall:
+    push %rbx
+    mov %r9, %r11
+    mov %rcx, %rax
+    mov $0x48564D43, %ecx
+    mov %r8, %r8
+    vmcall
+    mov %rdx, 0(%r11)
+    mov %r8, 8(%r11)
+    pop %rbx
+    ret
+
+    .data
+    .globl gt_trap_vec
+gt_trap_vec:    .long -1
+    .p2align 3
+gt_trap_resume: .quad 0
+    .text
+
+/* Handlers installed in the IDT while a gt_try_* runs. */
+    .globl gt_ud_stub, gt_gp_stub
+gt_ud_stub:
+    movl $6, gt_trap_vec(%rip)
+    jmp 1f
+gt_gp_stub:
+    add $8, %rsp                    /* error code */
+    movl $13, gt_trap_vec(%rip)
+1:  push %rax
+    mov gt_trap_resume(%rip), %rax
+    mov %rax, 8(%rsp)               /* the interrupted RIP */
+    pop %rax
+    iretq
+
+.macro TRY_BEGIN
+    lea 9f(%rip), %rax
+    mov %rax, gt_trap_resume(%rip)
+    movl $-1, gt_trap_vec(%rip)
+.endm
+.macro TRY_END
+9:  movl gt_trap_vec(%rip), %eax
+    ret
+.endm
+
+/* int gt_try_vmxon(const uint64_t *pa): the vector raised, or -1. */
+    .globl gt_try_vmxon
+gt_try_vmxon:
+    TRY_BEGIN
+    vmxon (%rcx)
+    TRY_END
+
+/* int gt_try_read(const volatile uint32_t *p, uint32_t *out) */
+    .globl gt_try_read
+gt_try_read:
+    TRY_BEGIN
+    mov (%rcx), %r8d
+    mov %r8d, (%rdx)
+    TRY_END
+
+/* int gt_try_write(volatile uint32_t *p, uint32_t v) */
+    .globl gt_try_write
+gt_try_write:
+    TRY_BEGIN
+    mov %edx, (%rcx)
+    TRY_END
+
+/* int gt_try_xsetbv(uint64_t xcr0) */
+    .globl gt_try_xsetbv
+gt_try_xsetbv:
+    TRY_BEGIN
+    mov %rcx, %rax
+    mov %rcx, %rdx
+    shr $32, %rdx
+    xor %ecx, %ecx
+    xsetbv
+    TRY_END
+
+/* int gt_try_wrmsr(uint32_t msr, uint64_t v) */
+    .globl gt_try_wrmsr
+gt_try_wrmsr:
+    TRY_BEGIN
+    mov %rdx, %rax
+    shr $32, %rdx
+    wrmsr
+    TRY_END
+
+/* int gt_try_rdmsr(uint32_t msr, uint64_t *v) */
+    .globl gt_try_rdmsr
+gt_try_rdmsr:
+    mov %rdx, %r9
+    TRY_BEGIN
+    rdmsr
+    shl $32, %rdx
+    or %rdx, %rax
+    mov %rax, (%r9)
+    TRY_END
