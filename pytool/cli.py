@@ -99,23 +99,25 @@ def parser(prog: str = "hvtool") -> argparse.ArgumentParser:
 
 
 def spec_from_args(a: argparse.Namespace, cfg: dict):
-    from .runner import Payload, RunSpec, spec_from_scenario
+    from .runner import Payload, RunSpec, payload_from_config, spec_from_scenario
     d = cfg["defaults"]
     spec = (spec_from_scenario(cfg, _config.scenario(cfg, a.scenario))
             if getattr(a, "scenario", None) else
             RunSpec(engine=d["engine"], vendor=d["vendor"], smp=d["smp"],
                     memory=d["memory"], timeout=d["timeout"],
-                    forbid=list(d.get("forbid") or [])))
+                    payload=payload_from_config(d["payload"]),
+                    expect=list(d["expect"]), forbid=list(d["forbid"])))
     if a.chainload and a.kernel:
         raise SystemExit("error: --chainload and --kernel are alternatives; give one")
     if (a.initrd or a.append) and not a.kernel:
         raise SystemExit("error: --initrd and --append need --kernel")
     if a.args and not a.chainload:
         raise SystemExit("error: --args needs --chainload")
-    if a.chainload:
-        spec.payload = Payload(efi=a.chainload, args=a.args)
-    elif a.kernel:
-        spec.payload = Payload(kernel=a.kernel, initrd=a.initrd, append=a.append)
+    if a.chainload or a.kernel:
+        spec.payload = (Payload(efi=a.chainload, args=a.args) if a.chainload else
+                        Payload(kernel=a.kernel, initrd=a.initrd, append=a.append))
+        if not getattr(a, "scenario", None):
+            spec.expect = []        # the defaults' expectations are about hello
     for name in ("engine", "vendor", "smp", "memory", "timeout", "cpu_model", "accel"):
         v = getattr(a, name)
         if v is not None:

@@ -104,6 +104,10 @@ SCHEMA = {
         "memory": (int, False, 256),
         "timeout": ((int, float), False, 120),
         "forbid": (ListOf(Pattern), False, []),
+        # For a plain `python run_qemu.py`: what to chain-load and expect when
+        # the command line names neither.
+        "payload": (_PAYLOAD, False, None),
+        "expect": (ListOf(Pattern), False, []),
     }, False, {}),
     "scenarios": (ListOf(_SCENARIO), False, []),
 }
@@ -182,23 +186,29 @@ def _check_pattern(value: Any, where: str) -> dict:
 def validate(raw: Any) -> dict:
     """Validate a parsed YAML document; return it with defaults filled in."""
     cfg = _check(raw, SCHEMA, "")
+    for k, v in SCHEMA["defaults"][0].items():
+        cfg["defaults"].setdefault(k, v[2])
+    _check_payload(cfg["defaults"]["payload"], "defaults.payload")
     names = set()
     for i, sc in enumerate(cfg["scenarios"]):
         if sc["name"] in names:
             raise ConfigError(f"scenarios[{i}].name: duplicate scenario '{sc['name']}'")
         names.add(sc["name"])
-        pl = sc["payload"]
-        if pl is not None:
-            kinds = [k for k in ("efi", "path") if pl[k]] + (["linux"] if pl["linux"] else [])
-            if len(kinds) != 1:
-                raise ConfigError(f"scenarios[{i}].payload: give exactly one of "
-                                  f"efi, path or linux: true")
+        _check_payload(sc["payload"], f"scenarios[{i}].payload")
         if not 1 <= sc["smp"] <= 64:
             raise ConfigError(f"scenarios[{i}].smp: must be 1..64")
     if cfg["build"]["default_target"] not in cfg["build"]["targets"]:
         raise ConfigError(f"build.default_target: '{cfg['build']['default_target']}' "
                           f"is not in build.targets")
     return cfg
+
+
+def _check_payload(pl: dict | None, where: str) -> None:
+    if pl is None:
+        return
+    kinds = [k for k in ("efi", "path") if pl[k]] + (["linux"] if pl["linux"] else [])
+    if len(kinds) != 1:
+        raise ConfigError(f"{where}: give exactly one of efi, path or linux: true")
 
 
 def loads(text: str, source: str = "<string>") -> dict:

@@ -202,7 +202,9 @@ def write_cpio_newc(entries: Iterable[CpioEntry], out: Path, compress: bool = Tr
 INIT_SCRIPT = r"""#!/bin/sh
 # /init of the micro-hypervisor test guest (pytool.linux).  Lines go to /dev/kmsg at
 # level 2 so they pass `quiet` and reach the serial console through the kernel log even
-# if the machine powers off before the tty drains; they are echoed to /dev/console too.
+# if the machine powers off before the tty drains.  They are not echoed to
+# /dev/console as well: with console=ttyS0 that printed each line twice, and the echo
+# interleaved mid-line with kernel messages on the same UART.
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
@@ -210,7 +212,6 @@ echo on > /proc/sys/kernel/printk_devkmsg   # no rate limit on our kmsg lines
 
 say() {
     echo "<2>$*" > /dev/kmsg
-    echo "$*" > /dev/console
 }
 
 say "GUEST-LINUX: userspace up cpus=$(cat /sys/devices/system/cpu/online)"
@@ -298,10 +299,13 @@ def build_initramfs(out: Path, extra_files: dict[str, Path] | None = None,
 
 
 def qemu_direct_boot_cmd(vmlinuz: Path, initrd: Path, *, qemu: str = "qemu-system-x86_64",
-                         smp: int = 1, append: str = "console=ttyS0 quiet") -> list[str]:
-    """QEMU TCG command line that boots the guest without firmware (a self-check)."""
+                         smp: int = 1, append: str = "console=ttyS0 quiet",
+                         cpu: str | None = None) -> list[str]:
+    """QEMU TCG command line that boots the guest without firmware (a self-check).
+    ``cpu`` is a -cpu model ("qemu64,-hypervisor": a bare CPU for hvcheck=baseline)."""
     return [qemu,
             "-M", "q35", "-m", "512", "-smp", str(smp),
+            *(["-cpu", cpu] if cpu else []),
             "-nographic",            # serial on stdio
             "-kernel", str(vmlinuz), "-initrd", str(initrd),
             "-append", append,

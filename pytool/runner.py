@@ -124,14 +124,16 @@ def _efi_name(efi: str) -> str:
     return Path(efi).name if efi.lower().endswith(".efi") else f"{efi}.efi"
 
 
+def payload_from_config(pl: dict | None) -> Payload | None:
+    if not pl:
+        return None
+    if pl["linux"]:
+        return Payload(kernel="default", initrd="default", append=pl["append"])
+    return Payload(efi=pl["efi"], args=pl["args"], path=pl["path"])
+
+
 def spec_from_scenario(cfg: dict, sc: dict, **overrides) -> RunSpec:
-    pl = sc["payload"]
-    payload = None
-    if pl:
-        if pl["linux"]:
-            payload = Payload(kernel="default", initrd="default", append=pl["append"])
-        else:
-            payload = Payload(efi=pl["efi"], args=pl["args"], path=pl["path"])
+    payload = payload_from_config(sc["payload"])
     defaults = cfg["defaults"]
     spec = RunSpec(engine=sc["engine"], vendor=sc["vendor"], smp=sc["smp"],
                    memory=sc["memory"], hv=sc["hv"], payload=payload,

@@ -139,3 +139,14 @@ def test_cli_bad_flags(argv, message, capsys):
 def test_cli_conflicts(argv):
     with pytest.raises(SystemExit, match="error:"):
         args(*argv)
+
+
+def test_cli_defaults_boot_hello_and_expect_status_lines():
+    s = args()
+    assert s.payload.efi == "hello"
+    assert [e["re"] for e in s.expect][:2] == ["HV: start version=", "HV: caps vendor="]
+
+
+def test_cli_own_payload_drops_default_expectations():
+    s = args("--kernel", "default")
+    assert s.expect == [] and s.payload.kernel == "default"

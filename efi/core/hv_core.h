@@ -11,6 +11,13 @@
 
 #define HV_MAX_CPUS 64
 
+/* Debug-build-only log lines (HV_DEBUG comes from edk2-config.yaml). */
+#if defined(HV_DEBUG) && HV_DEBUG
+#define HV_TRACE(...) hv_log(__VA_ARGS__)
+#else
+#define HV_TRACE(...) ((void)0)
+#endif
+
 /* Hypercall ABI (VMCALL on Intel, VMMCALL on AMD), documented in
  * docs/hypercalls.md:  RAX = function, RCX = HC_MAGIC, RDX/R8/R9 = args.
  * Status comes back in RAX (HC_OK or a negative HC_E*), results in RDX/R8.

@@ -264,6 +264,15 @@ static void exit_init(struct hv_cpu *c, uint64_t qual)
     const uint64_t cr0 = 0x60000010;               /* CD NW ET */
 
     (void)qual;
+    HV_TRACE("HV: trace cpu=%u init rip=%llx\n", c->index,
+             (unsigned long long)vmcs_readnat(VMCS_GUEST_RIP));
+    /* Bochs 2.7 reports a second INIT exit right after the SIPI entry, before
+     * the first instruction; the CPU is already in its post-SIPI state, so
+     * keep it there (an INIT-SIPI pair would put it in the same place). */
+    if (vmx_cpus[c->index].sipi_fresh && vmcs_readnat(VMCS_GUEST_RIP) == 0) {
+        vmx_cpus[c->index].sipi_fresh = false;
+        return;
+    }
     memset(r, 0, sizeof(*r));
     r->rdx = cpuid2(1, 0).eax;                     /* family/model/stepping */
     vmcs_writenat(VMCS_CR0_SHADOW, cr0);
@@ -304,10 +313,14 @@ static void exit_sipi(struct hv_cpu *c, uint64_t qual)
 {
     uint32_t vector = qual & 0xFF;
 
-    (void)c;
+    HV_TRACE("HV: trace cpu=%u sipi vector=%x\n", c->index, vector);
     set_seg(SEG_CS, (uint16_t)(vector << 8), (uint64_t)vector << 12, 0xFFFF, 0x9B);
     vmcs_writenat(VMCS_GUEST_RIP, 0);
+    /* The exit saved the wait-for-SIPI state's blocking bits (SMI blocked):
+     * a fresh start has none. */
+    vmcs_write32(VMCS_GUEST_INTERRUPTIBILITY, 0);
     vmcs_write32(VMCS_GUEST_ACTIVITY, ACTIVITY_ACTIVE);
+    vmx_cpus[c->index].sipi_fresh = true;
 }
 
 /* ---- control-register access (SDM Vol 3C 28.1.3, Table 28-3) ------------------- */
@@ -354,6 +367,9 @@ static void exit_cr(struct hv_cpu *c, uint64_t qual)
     unsigned cr = qual & 0xF, type = (qual >> 4) & 3, reg = (qual >> 8) & 0xF;
     uint64_t rsp = vmcs_readnat(VMCS_GUEST_RSP);
     uint64_t val = *gpr(c, reg, &rsp);
+
+    HV_TRACE("HV: trace cpu=%u cr%u type=%u val=%llx\n", c->index, cr, type,
+             (unsigned long long)val);
 
     if (type == 3) {                               /* LMSW: bits 3:0 only, PE sticky */
         uint64_t old = vmcs_readnat(VMCS_CR0_SHADOW);
@@ -405,6 +421,8 @@ void vmx_exit_handler(struct hv_regs *regs)
     }
     e = &exit_table[basic];
     hv_count_exit(c, e->kind);
+    if (basic != 3)
+        vmx_cpus[c->index].sipi_fresh = false;
     if (e->fn)
         e->fn(c, qual);
     else if (e->kind != HV_EXIT_OTHER)

@@ -32,7 +32,7 @@ struct _ACPI_TABLE_PROTOCOL {
 #define HV_FILE         "hv.efi"
 #define IOAPIC_BASE     0xFEC00000u   /* Bochs ioapic.cc BX_IOAPIC_BASE_ADDR */
 #define IA32_APIC_BASE  0x1B
-#define SCI_IRQ         9             /* as on QEMU's PIIX4 */
+#define SCI_IRQ_DEFAULT 9             /* QEMU's PIIX4 wires the SCI to IRQ 9 */
 
 static EFI_BOOT_SERVICES *bs;
 
@@ -67,6 +67,17 @@ static uint16_t piix4_pm_base(void)
     if (!(pci_read32(1, 3, 0x80) & 1))
         return 0;
     return (uint16_t)(pci_read32(1, 3, 0x40) & 0xFFC0);
+}
+
+/* The SCI's ISA IRQ.  Bochs's PIIX4 PM raises it through its PCI INTA pin
+ * and the PIIX PIRQ router (pci2isa.cc), so it arrives on whatever IRQ the
+ * firmware routed that link to and wrote into the interrupt line register
+ * (config 0x3C; OVMF: 10).  QEMU hard-wires IRQ 9, the fallback. */
+static uint8_t piix4_sci_irq(void)
+{
+    uint8_t line = (uint8_t)pci_read32(1, 3, 0x3C);
+
+    return line && line < 16 && line != 2 ? line : SCI_IRQ_DEFAULT;
 }
 
 /* I/O APIC ID register (index 0, bits 27:24), through IOREGSEL/IOWIN. */
@@ -191,7 +202,7 @@ static void install_tables(EFI_SYSTEM_TABLE *st)
     p.ioapic_addr = IOAPIC_BASE;
     p.ioapic_id = ioapic_id();
     p.pm_base = piix4_pm_base();
-    p.sci_irq = SCI_IRQ;
+    p.sci_irq = p.pm_base ? piix4_sci_irq() : SCI_IRQ_DEFAULT;
 
     /* The protocol copies each table; FACS and DSDT first so it can link
      * them into the FADT as that goes in. */
@@ -203,10 +214,12 @@ static void install_tables(EFI_SYSTEM_TABLE *st)
     }
     if (EFI_ERROR(install(acpi, "madt", buf, acpi_build_madt(buf, sizeof(buf), &p))))
         return;
-    if (p.pm_base)
+    if (p.pm_base) {
         hv_log("PLATFORM: acpi madt cpus=%zu ioapic=%u pm1a=0x%x\n", p.ncpus,
                p.ioapic_id, p.pm_base + PIIX4_PM1_EVT);
-    else
+        hv_log("PLATFORM: acpi fadt sci=%u pm_tmr=0x%x s5=%u\n", p.sci_irq,
+               p.pm_base + PIIX4_PM_TMR, ACPI_BOCHS_S5_SLP_TYP);
+    } else
         hv_log("PLATFORM: acpi madt cpus=%zu ioapic=%u pm1a=none\n", p.ncpus,
                p.ioapic_id);
 }

@@ -58,7 +58,12 @@ static uint64_t rdtsc(void)
 }
 
 /* ---- temporary #UD/#GP handlers ------------------------------------------ */
-struct __attribute__((packed)) idtr { uint16_t limit; uint64_t base; };
+/* gnu-efi's eficompiler.h defines __attribute__(x) away for this target,
+ * so packing goes through the pragma. */
+#pragma pack(push, 1)
+struct idtr { uint16_t limit; uint64_t base; };
+#pragma pack(pop)
+_Static_assert(sizeof(struct idtr) == 10, "SIDT stores 10 bytes");
 
 struct saved_gates { uint64_t ud[2], gp[2]; };
 
@@ -113,7 +118,7 @@ static void check_hv_present(size_t cpu)
 
 static void check_traps(size_t cpu)
 {
-    static uint8_t region[8192] __attribute__((aligned(4096)));
+    static _Alignas(4096) uint8_t region[4096];
     uint64_t pa = (uint64_t)(uintptr_t)region, fc = 0, cap = 0;
     struct saved_gates s;
     int vec_vmxon, vec_fc, vec_fcw, vec_cap, vec_xs = -2;

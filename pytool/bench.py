@@ -1,0 +1,124 @@
+"""Benchmarks: boot the real thing and print numbers (never a timed test).
+
+    python3 -m pytool.bench vmx [--smp 1 4]     # CPUID round trip, init cost, memory
+    python3 -m pytool.bench linux [--smp 2]     # boot-time ratio, VM exits by reason
+
+In Bochs, RDTSC counts instructions, so the tick figures are instruction
+counts: deterministic, and a direct measure of exit-path length.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections import Counter
+
+from . import config as _config
+from .runner import Payload, RunSpec, format_summary, run
+
+_NUM = {
+    "cpuid_ticks": r"GUEST: bench cpuid-ticks=(\d+)",
+    "init_ticks": r"HV: init ticks=(\d+)",
+    "mem_total": r"HV: mem total=(\d+)",
+    "mem_percpu": r"HV: mem total=\d+ percpu=(\d+)",
+    "mem_used": r"HV: mem total=\d+ percpu=\d+ used=(\d+)",
+    "ept_bytes": r"HV: ept .*ept-bytes=(\d+)",
+}
+
+
+def parse_numbers(serial: str) -> dict[str, int]:
+    """The last value of each benchmark line found in a serial log."""
+    out = {}
+    for key, rx in _NUM.items():
+        found = re.findall(rx, serial)
+        if found:
+            out[key] = int(found[-1])
+    return out
+
+
+def parse_exit_stats(serial: str) -> tuple[Counter, dict[int, Counter]]:
+    """Exit counts from `HV: stats cpu=<i> <reason>=<n> ...` lines.
+
+    A CPU may report more than once (on demand, then at power-off): its last
+    report wins.  Returns the totals and the per-CPU counters."""
+    per_cpu: dict[int, Counter] = {}
+    for m in re.finditer(r"HV: stats cpu=(\d+)((?: [\w-]+=\d+)*)", serial):
+        per_cpu[int(m.group(1))] = Counter(
+            {k: int(v) for k, v in re.findall(r"([\w-]+)=(\d+)", m.group(2))})
+    total: Counter = Counter()
+    for c in per_cpu.values():
+        total.update(c)
+    return total, per_cpu
+
+
+def _boot(cfg, **kw):
+    res = run(RunSpec(live=False, **kw), cfg)
+    if not res.passed:
+        print(format_summary(res), file=sys.stderr)
+    return res
+
+
+def bench_vmx(cfg: dict, smps: list[int]) -> int:
+    print(f"{'cpus':>4} {'cpuid ticks':>12} {'init ticks':>12} {'mem total':>10} "
+          f"{'per cpu':>9} {'used':>9} {'ept':>8}   run")
+    bad = 0
+    for n in smps:
+        res = _boot(cfg, engine="bochs", vendor="intel", smp=n, timeout=300 + 60 * n,
+                    payload=Payload(efi="guest-test"), name=f"bench-vmx-{n}",
+                    expect=[r"GUEST: summary "], forbid=[r"HV: panic"])
+        v = parse_numbers(res.serial)
+        bad += not res.passed
+        print(f"{n:>4} {v.get('cpuid_ticks', '-'):>12} {v.get('init_ticks', '-'):>12} "
+              f"{v.get('mem_total', '-'):>10} {v.get('mem_percpu', '-'):>9} "
+              f"{v.get('mem_used', '-'):>9} {v.get('ept_bytes', '-'):>8}   "
+              f"{res.run_dir.name}")
+    print("targets: CPUID round trip <= 120 ticks; resident memory <= 1 MiB for 4 CPUs "
+          "(EPT splits reported separately)")
+    return 1 if bad else 0
+
+
+def bench_linux(cfg: dict, smp: int, engine: str) -> int:
+    marker = r"GUEST-LINUX: userspace up"
+    times = {}
+    results = {}
+    for hv in (False, True):
+        res = _boot(cfg, engine=engine, vendor="intel", smp=smp, memory=512, hv=hv,
+                    timeout=900, payload=Payload(kernel="default", initrd="default",
+                                                 append="console=ttyS0 quiet"),
+                    expect=[marker, r"GUEST-LINUX: done"], guest_ends=True,
+                    name=f"bench-linux-{'hv' if hv else 'nohv'}-{smp}")
+        results[hv] = res
+        hit = next((a for a in res.assertions if a["pattern"] == marker), None)
+        times[hv] = hit["time"] if hit and hit["time"] is not None else None
+        print(f"{'hv' if hv else 'no-hv':6} smp={smp} to userspace: "
+              f"{times[hv] if times[hv] is not None else '-'} s  (run {res.run_dir.name})")
+    if times[False] and times[True]:
+        print(f"boot-time ratio hv/no-hv: {times[True] / times[False]:.3f} (target <= 1.05)")
+    total, per_cpu = parse_exit_stats(results[True].serial)
+    if total:
+        print(f"VM exits during the boot, all CPUs: {sum(total.values())} (target <= 5000)")
+        for reason, n in total.most_common():
+            print(f"  {reason:24} {n}")
+    else:
+        print("no `HV: stats` lines in the hv run: exit counts unavailable")
+    return 0 if all(r.passed for r in results.values()) else 1
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python3 -m pytool.bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="what", required=True)
+    p = sub.add_parser("vmx", help="CPUID round trip, init cost and memory in Bochs")
+    p.add_argument("--smp", type=int, nargs="+", default=[1, 4])
+    p = sub.add_parser("linux", help="Linux boot-time ratio and exit counts")
+    p.add_argument("--smp", type=int, default=2)
+    p.add_argument("--engine", choices=("bochs", "qemu", "auto"), default="bochs")
+    a = ap.parse_args(argv)
+    cfg = _config.load()
+    if a.what == "vmx":
+        return bench_vmx(cfg, a.smp)
+    return bench_linux(cfg, a.smp, a.engine)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
