@@ -18,8 +18,9 @@
 #define HV_TRACE(...) ((void)0)
 #endif
 
-/* Hypercall ABI (VMCALL on Intel, VMMCALL on AMD), documented in
- * docs/hypercalls.md:  RAX = function, RCX = HC_MAGIC, RDX/R8/R9 = args.
+/* Hypercall ABI (VMCALL on Intel, VMMCALL on AMD):
+ * RAX = function, RCX = HC_MAGIC, RDX/R8/R9 = args.  Buffers are
+ * guest-physical addresses outside the hypervisor's pool.
  * Status comes back in RAX (HC_OK or a negative HC_E*), results in RDX/R8.
  * A call with another magic or from CPL > 0 gets #UD, as on bare metal. */
 #define HC_MAGIC        0x48564D43u   /* "HVMC" */
@@ -32,7 +33,9 @@ enum hc_function {
 };
 enum { HC_OK = 0, HC_E_FUNCTION = -1, HC_E_ARG = -2 };
 
-/* CPUID hypervisor leaves (docs/hypercalls.md). */
+/* CPUID hypervisor leaves: 0x40000000 EAX = max leaf, EBX:ECX:EDX = the
+ * signature; 0x40000001 EAX = HV_INTERFACE_VERSION; the rest of the range
+ * reads as zeros. */
 #define HV_CPUID_BASE        0x40000000u
 #define HV_CPUID_MAX         0x40000001u
 #define HV_CPUID_SIGNATURE   "MicroHvisor!"   /* EBX, ECX, EDX; 12 bytes */

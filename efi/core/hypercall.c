@@ -1,6 +1,5 @@
 /*
- * hypercall.c - the VMCALL/VMMCALL interface (ABI in hv_core.h and
- * docs/hypercalls.md).
+ * hypercall.c - the VMCALL/VMMCALL interface (ABI in hv_core.h).
  */
 #include "hv_core.h"
 #include "hv_lib.h"

@@ -73,7 +73,6 @@ extern struct vmx_global vmx;
 struct vmx_cpu {
     void *vmxon, *vmcs;
     uint64_t orig_cr0, orig_cr4;
-    bool sipi_fresh;            /* entered at the SIPI vector, no exit since */
 };
 extern struct vmx_cpu vmx_cpus[HV_MAX_CPUS];
 

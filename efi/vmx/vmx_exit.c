@@ -266,13 +266,6 @@ static void exit_init(struct hv_cpu *c, uint64_t qual)
     (void)qual;
     HV_TRACE("HV: trace cpu=%u init rip=%llx\n", c->index,
              (unsigned long long)vmcs_readnat(VMCS_GUEST_RIP));
-    /* Bochs 2.7 reports a second INIT exit right after the SIPI entry, before
-     * the first instruction; the CPU is already in its post-SIPI state, so
-     * keep it there (an INIT-SIPI pair would put it in the same place). */
-    if (vmx_cpus[c->index].sipi_fresh && vmcs_readnat(VMCS_GUEST_RIP) == 0) {
-        vmx_cpus[c->index].sipi_fresh = false;
-        return;
-    }
     memset(r, 0, sizeof(*r));
     r->rdx = cpuid2(1, 0).eax;                     /* family/model/stepping */
     vmcs_writenat(VMCS_CR0_SHADOW, cr0);
@@ -320,7 +313,6 @@ static void exit_sipi(struct hv_cpu *c, uint64_t qual)
      * a fresh start has none. */
     vmcs_write32(VMCS_GUEST_INTERRUPTIBILITY, 0);
     vmcs_write32(VMCS_GUEST_ACTIVITY, ACTIVITY_ACTIVE);
-    vmx_cpus[c->index].sipi_fresh = true;
 }
 
 /* ---- control-register access (SDM Vol 3C 28.1.3, Table 28-3) ------------------- */
@@ -421,8 +413,6 @@ void vmx_exit_handler(struct hv_regs *regs)
     }
     e = &exit_table[basic];
     hv_count_exit(c, e->kind);
-    if (basic != 3)
-        vmx_cpus[c->index].sipi_fresh = false;
     if (e->fn)
         e->fn(c, qual);
     else if (e->kind != HV_EXIT_OTHER)

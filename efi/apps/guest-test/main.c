@@ -282,16 +282,38 @@ static void end_run(void)
     __asm__ volatile("outb %0, %1" : : "a"((uint8_t)0), "Nd"((uint16_t)0xF4));
 }
 
+/* Load option "bsp-only": skip the AP phases (Bochs 2.7 leaves INIT pending
+ * after an INIT VM exit, so a virtualized AP woken by INIT-SIPI never runs). */
+static bool option_bsp_only(EFI_HANDLE image)
+{
+    EFI_GUID li_guid = LOADED_IMAGE_PROTOCOL;
+    EFI_LOADED_IMAGE *li = NULL;
+    const CHAR16 *o, *key = L"bsp-only";
+
+    if (EFI_ERROR(st->BootServices->HandleProtocol(image, &li_guid, (VOID **)&li)) || !li ||
+        !li->LoadOptions)
+        return false;
+    o = li->LoadOptions;
+    for (UINT32 i = 0; i + 8 <= li->LoadOptionsSize / 2; i++) {
+        UINT32 k = 0;
+        while (key[k] && o[i + k] == key[k])
+            k++;
+        if (!key[k])
+            return true;
+    }
+    return false;
+}
+
 EFI_STATUS EFIAPI efi_main(EFI_HANDLE image, EFI_SYSTEM_TABLE *systab)
 {
     EFI_GUID mp_guid = HV_EFI_MP_SERVICES_PROTOCOL_GUID;
 
-    (void)image;
     st = systab;
     serial_init();
-    if (EFI_ERROR(st->BootServices->LocateProtocol(&mp_guid, NULL, (VOID **)&mp)))
+    if (option_bsp_only(image) ||
+        EFI_ERROR(st->BootServices->LocateProtocol(&mp_guid, NULL, (VOID **)&mp)))
         mp = NULL;
-    hv_log("GUEST: start\n");
+    hv_log("GUEST: start aps=%s\n", mp ? "on" : "off");
     per_cpu_checks(0);
     on_each_ap(per_cpu_checks);
     check_stats_and_log();
