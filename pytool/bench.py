@@ -2,6 +2,7 @@
 
     python3 -m pytool.bench vmx [--smp 1 4]     # CPUID round trip, init cost, memory
     python3 -m pytool.bench linux [--smp 2]     # boot-time ratio, VM exits by reason
+    python3 -m pytool.bench repeat NAME [-n 10] # the same scenario N times: flakes?
 
 In Bochs, RDTSC counts instructions, so the tick figures are instruction
 counts: deterministic, and a direct measure of exit-path length.
@@ -104,6 +105,24 @@ def bench_linux(cfg: dict, smp: int, engine: str) -> int:
     return 0 if all(r.passed for r in results.values()) else 1
 
 
+def bench_repeat(cfg: dict, name: str, count: int) -> int:
+    """Boot one scenario `count` times in a row; every boot must pass."""
+    from .runner import spec_from_scenario
+    sc = _config.scenario(cfg, name)
+    failed = 0
+    walls = []
+    for i in range(1, count + 1):
+        res = run(spec_from_scenario(cfg, sc, live=False), cfg)
+        walls.append(res.wall)
+        failed += not res.passed
+        print(f"{i:3}/{count} {'PASS' if res.passed else 'FAIL'} {res.wall:7.1f}s "
+              f"{res.end_reason:17} {res.run_dir.name}"
+              + (f"  ({res.failure})" if res.failure else ""), flush=True)
+    print(f"{name}: {count - failed} of {count} passed; wall min/avg/max "
+          f"{min(walls):.1f}/{sum(walls) / len(walls):.1f}/{max(walls):.1f} s")
+    return 1 if failed else 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python3 -m pytool.bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -113,8 +132,13 @@ def main(argv=None) -> int:
     p = sub.add_parser("linux", help="Linux boot-time ratio and exit counts")
     p.add_argument("--smp", type=int, default=2)
     p.add_argument("--engine", choices=("bochs", "qemu", "auto"), default="bochs")
+    p = sub.add_parser("repeat", help="boot one scenario N times in a row")
+    p.add_argument("scenario")
+    p.add_argument("-n", "--count", type=int, default=10)
     a = ap.parse_args(argv)
     cfg = _config.load()
+    if a.what == "repeat":
+        return bench_repeat(cfg, a.scenario, a.count)
     if a.what == "vmx":
         return bench_vmx(cfg, a.smp)
     return bench_linux(cfg, a.smp, a.engine)

@@ -228,6 +228,15 @@ if [ -x /bin/hvcheck ]; then
     say "GUEST-LINUX: hvcheck rc=$rc"
 fi
 
+# The physical memory map as Linux uses it (top-level ranges only), so the host
+# side can check that the hypervisor's memory is reserved and never System RAM.
+while IFS= read -r line; do
+    case "$line" in
+        " "*) ;;
+        *"System RAM"*|*Reserved*) say "GUEST-LINUX: iomem $line" ;;
+    esac
+done < /proc/iomem
+
 say "GUEST-LINUX: done"
 sleep 1
 poweroff -f

@@ -3,6 +3,8 @@
 Nothing here is mocked: each test builds the app, packs a GPT disk, boots
 QEMU or Bochs with OVMF and asserts on the serial output as it streams.
 """
+import re
+
 import pytest
 
 from pytool import config
@@ -25,6 +27,8 @@ def test_scenario(boot, name):
     assert res.passed, explain(res)
     summary = (res.run_dir / "summary.json").read_text()
     assert '"passed": true' in summary
+    for check in AFTER.get(name, []):
+        check(res)
 
 
 @pytest.mark.boot
@@ -48,3 +52,60 @@ def test_deadline_fails_the_run(cfg):
                    expect=["this line never appears"], name="deadline")
     res = run(spec, cfg)
     assert not res.passed and res.end_reason == "deadline", explain(res)
+
+
+# --- checks made after particular scenarios, on the same boot --------------
+
+def iomem_ranges(serial: str) -> list[tuple[int, int, str]]:
+    """`GUEST-LINUX: iomem 00100000-0e1fffff : System RAM` lines."""
+    out = []
+    for m in re.finditer(r"GUEST-LINUX: iomem ([0-9a-f]+)-([0-9a-f]+) : (.+?)\s*$",
+                         serial, re.M):
+        out.append((int(m.group(1), 16), int(m.group(2), 16), m.group(3)))
+    return out
+
+
+def check_hv_memory_reserved(res) -> None:
+    """The hypervisor's resident pool is reserved in Linux's map, never System RAM,
+    and the guest never touched it (no EPT block was logged)."""
+    m = re.search(r"HV: resident image=(0x[0-9a-f]+) pool-pages=(\d+)", res.serial)
+    assert m, "the hypervisor did not report its resident pool"
+    lo = int(m.group(1), 16)
+    hi = lo + int(m.group(2)) * 4096 - 1
+    ranges = iomem_ranges(res.serial)
+    assert ranges, "the guest printed no memory map"
+    ram = [r for r in ranges if r[2] == "System RAM" and r[0] <= hi and lo <= r[1]]
+    assert not ram, f"hypervisor pool {lo:#x}-{hi:#x} overlaps System RAM {ram}"
+    assert any(r[2] == "Reserved" and r[0] <= lo and hi <= r[1] for r in ranges), \
+        f"hypervisor pool {lo:#x}-{hi:#x} is not inside a Reserved range: {ranges}"
+    assert "HV: ept-block" not in res.serial
+
+
+AFTER = {name: [check_hv_memory_reserved] for name in
+         (sc["name"] for sc in SCENARIOS) if name.startswith("bochs-linux-hv")}
+
+
+class _Fake:
+    def __init__(self, serial):
+        self.serial = serial
+
+
+_LOG = """HV: resident image=0x1e186000 pool-pages=72
+[  137.4] GUEST-LINUX: iomem 00100000-1e185fff : System RAM
+[  137.5] GUEST-LINUX: iomem 1e186000-1e1cdfff : Reserved
+[  137.6] GUEST-LINUX: iomem 1e1ce000-1ecbafff : System RAM
+"""
+
+
+def test_hv_memory_check_accepts_a_reserved_pool():
+    check_hv_memory_reserved(_Fake(_LOG))
+
+
+@pytest.mark.parametrize("log", [
+    _LOG.replace("1e186000-1e1cdfff : Reserved", "1e186000-1e1cdfff : System RAM"),
+    _LOG.replace("pool-pages=72", "pool-pages=73"),
+    _LOG + "HV: ept-block cpu=0 gpa=1e186000 access=r-- rip=0\n",
+])
+def test_hv_memory_check_rejects(log):
+    with pytest.raises(AssertionError):
+        check_hv_memory_reserved(_Fake(log))
