@@ -17,7 +17,8 @@ const char *const hv_exit_names[HV_EXIT_COUNT] = {
     [HV_EXIT_INIT] = "init",         [HV_EXIT_SIPI] = "sipi",
     [HV_EXIT_NMI] = "nmi",           [HV_EXIT_NMI_WINDOW] = "nmiwin",
     [HV_EXIT_NPF] = "ept",           [HV_EXIT_TRIPLE_FAULT] = "triple",
-    [HV_EXIT_OTHER] = "other",
+    [HV_EXIT_OTHER] = "other",       [HV_EXIT_APIC_WRITE] = "apic",
+    [HV_EXIT_IO] = "io",
 };
 
 void hv_count_exit(struct hv_cpu *c, enum hv_exit kind)
@@ -50,48 +51,56 @@ static void set_rax_rdx(struct hv_regs *r, uint64_t v)
 #define CPUID1_ECX_HV         (1u << 31)
 #define CPUID81_ECX_SVM       (1u << 2)
 
-static struct cpuid_regs hv_leaf(uint32_t leaf)
+/* The signature as the three registers read it (no memcpy on the exit path:
+ * freestanding, it would be a real call). */
+static const union {
+    char text[12];
+    uint32_t reg[3];                           /* EBX, ECX, EDX */
+} hv_signature = {HV_CPUID_SIGNATURE};
+
+static void hv_leaf(struct hv_regs *r, uint32_t leaf)
 {
-    struct cpuid_regs o = {0, 0, 0, 0};
-
+    r->rax = r->rbx = r->rcx = r->rdx = 0;
     if (leaf == HV_CPUID_BASE) {
-        static const char sig[12] = HV_CPUID_SIGNATURE;
-
-        o.eax = HV_CPUID_MAX;
-        memcpy(&o.ebx, &sig[0], 4);
-        memcpy(&o.ecx, &sig[4], 4);
-        memcpy(&o.edx, &sig[8], 4);
+        r->rax = HV_CPUID_MAX;
+        r->rbx = hv_signature.reg[0];
+        r->rcx = hv_signature.reg[1];
+        r->rdx = hv_signature.reg[2];
     } else if (leaf == HV_CPUID_MAX) {
-        o.eax = HV_INTERFACE_VERSION;
+        r->rax = HV_INTERFACE_VERSION;
     }
-    return o;
 }
 
-static void do_cpuid(struct hv_cpu *c)
+/* Leaf 1 ECX: "hypervisor present", no VMX (no nested virtualization), and
+ * OSXSAVE from the guest's CR4, not the host's (SDM Vol 2A CPUID).
+ * noinline: it calls the backend, and inlined it would make do_cpuid keep
+ * more in callee-saved registers on every CPUID exit. */
+static __attribute__((noinline)) void cpuid1_ecx(struct hv_cpu *c)
+{
+    uint64_t ecx = (c->regs->rcx | CPUID1_ECX_HV) & ~(CPUID1_ECX_VMX | CPUID1_ECX_OSXSAVE);
+
+    if (c->ops->guest_cr4(c) & CR4_OSXSAVE)
+        ecx |= CPUID1_ECX_OSXSAVE;
+    c->regs->rcx = ecx;
+}
+
+/* Every CPUID exits (SDM Vol 3C 26.1.2), so this is the hottest handler: the
+ * results go straight into the saved registers, and it is inlined into
+ * hv_handle_exit (one frame fewer). */
+static inline __attribute__((always_inline)) void do_cpuid(struct hv_cpu *c)
 {
     struct hv_regs *r = c->regs;
     uint32_t leaf = (uint32_t)r->rax;
-    struct cpuid_regs o;
 
-    if (leaf >= 0x40000000 && leaf <= 0x4FFFFFFF) {
-        o = hv_leaf(leaf);
-    } else {
-        o = cpuid2(leaf, (uint32_t)r->rcx);
-        if (leaf == 1) {
-            o.ecx |= CPUID1_ECX_HV;
-            o.ecx &= ~CPUID1_ECX_VMX;           /* no nested virtualization */
-            /* OSXSAVE mirrors the guest's CR4, not the host's (SDM Vol 2A). */
-            o.ecx &= ~CPUID1_ECX_OSXSAVE;
-            if (c->ops->guest_cr4(c) & CR4_OSXSAVE)
-                o.ecx |= CPUID1_ECX_OSXSAVE;
-        } else if (leaf == 0x80000001) {
-            o.ecx &= ~CPUID81_ECX_SVM;
-        }
-    }
-    r->rax = o.eax;
-    r->rbx = o.ebx;
-    r->rcx = o.ecx;
-    r->rdx = o.edx;
+    if ((leaf >> 28) == 4)                     /* 0x40000000-0x4FFFFFFF */
+        hv_leaf(r, leaf);
+    else                                       /* 32-bit results zero the upper halves */
+        __asm__ volatile("cpuid" : "=a"(r->rax), "=b"(r->rbx), "=c"(r->rcx), "=d"(r->rdx)
+                         : "a"(leaf), "c"((uint32_t)r->rcx));
+    if (leaf == 1)
+        cpuid1_ecx(c);
+    else if (leaf == 0x80000001)
+        r->rcx &= ~CPUID81_ECX_SVM;
     c->ops->skip_insn(c);
 }
 
@@ -100,6 +109,7 @@ static void do_cpuid(struct hv_cpu *c)
  * get here.  Anything the real CPU refuses becomes #GP for the guest. */
 #define MSR_VMX_FIRST 0x480
 #define MSR_VMX_LAST  0x491
+#define MSR_X2APIC_ICR 0x830
 
 static void inject_gp(struct hv_cpu *c)
 {
@@ -128,6 +138,10 @@ static void do_wrmsr(struct hv_cpu *c)
 
     if (msr == MSR_FEATURE_CONTROL || (msr >= MSR_VMX_FIRST && msr <= MSR_VMX_LAST))
         return inject_gp(c);                   /* locked / not present */
+    if (msr == MSR_X2APIC_ICR && (rdmsr(MSR_APIC_BASE) & (1ull << 10))) {
+        hv_x2apic_icr_write(c, v);             /* INIT/SIPI emulated (smp.c) */
+        return c->ops->skip_insn(c);
+    }
     if (hv_wrmsr_safe(msr, v))
         return inject_gp(c);
     c->ops->skip_insn(c);
@@ -187,6 +201,10 @@ static void (*const core_handlers[HV_EXIT_COUNT])(struct hv_cpu *) = {
 
 void hv_handle_exit(struct hv_cpu *c, enum hv_exit kind)
 {
+    /* CPUID is the one exit a guest cannot avoid, and it runs in loops
+     * (feature probes, serialization, timing): no table and no extra frame. */
+    if (kind == HV_EXIT_CPUID)
+        return do_cpuid(c);
     if ((unsigned)kind >= HV_EXIT_COUNT || !core_handlers[kind])
         hv_panic(c, "no-core-handler kind=%u\n", (unsigned)kind);
     core_handlers[kind](c);

@@ -29,7 +29,8 @@ enum hc_function {
     HC_STATS = 1,     /* RDX = GPA of u64[HV_EXIT_COUNT], R8 = entries -> RDX = written */
     HC_LOG = 2,       /* RDX = GPA of text, R8 = length (<= 200) */
     HC_INFO = 3,      /* -> RDX = HPA of a protected hypervisor page, R8 = bytes held */
-    HC_DEVIRT = 4,    /* leave VMX on this CPU, resume after the VMCALL natively */
+    HC_DEVIRT = 4,    /* leave VMX on every CPU (the others via an NMI), resume after
+                       * the VMCALL natively -> RDX = mask of CPU indices that left */
 };
 enum { HC_OK = 0, HC_E_FUNCTION = -1, HC_E_ARG = -2 };
 
@@ -45,6 +46,7 @@ enum hv_exit {
     HV_EXIT_CPUID, HV_EXIT_RDMSR, HV_EXIT_WRMSR, HV_EXIT_XSETBV, HV_EXIT_HYPERCALL,
     HV_EXIT_INVD, HV_EXIT_VIRT_INSN, HV_EXIT_CR, HV_EXIT_INIT, HV_EXIT_SIPI,
     HV_EXIT_NMI, HV_EXIT_NMI_WINDOW, HV_EXIT_NPF, HV_EXIT_TRIPLE_FAULT, HV_EXIT_OTHER,
+    HV_EXIT_APIC_WRITE, HV_EXIT_IO,
     HV_EXIT_COUNT
 };
 extern const char *const hv_exit_names[HV_EXIT_COUNT];
@@ -56,6 +58,12 @@ struct hv_regs {
 };
 
 struct hv_cpu;
+
+struct hv_guest_paging {
+    uint64_t cr0, cr3, cr4, efer;
+    uint64_t cs_base, rip, rsp;
+    bool cs_long, cs_32;            /* CS.L, CS.D */
+};
 
 /* What the core asks of a vendor backend (efi/vmx, efi/svm). */
 struct hv_backend_ops {
@@ -81,6 +89,21 @@ struct hv_backend_ops {
     /* Leaves virtualization on this CPU, resuming the guest natively at the
      * instruction after the current one.  Does not return. */
     void (*devirtualize)(struct hv_cpu *c) __attribute__((noreturn));
+    /* Emulated INIT: the architectural INIT state, then parked (wait for
+     * SIPI) until start_sipi.  Emulated SIPI: real-mode start at vec << 12. */
+    void (*park_init)(struct hv_cpu *c);
+    void (*start_sipi)(struct hv_cpu *c, uint8_t vec);
+    /* False when the guest has an event in flight that leaving VMX would
+     * lose; the backend then arranges another exit as soon as it is done. */
+    bool (*can_leave_now)(struct hv_cpu *c);
+    /* Leaves VMX on a parked CPU: it halts in the host until a real INIT. */
+    void (*leave_parked)(struct hv_cpu *c) __attribute__((noreturn));
+    /* Stop intercepting writes to the xAPIC page (global), and flush the
+     * local guest-physical mappings. */
+    void (*apic_unprotect)(void);
+    void (*flush_ept)(struct hv_cpu *c);
+    /* Guest state the instruction decoder needs (efi/core/insn.c). */
+    void (*guest_paging)(struct hv_cpu *c, struct hv_guest_paging *p);
 };
 
 /* Per-CPU host state.  Host GS base points at this struct (self first), so
@@ -95,6 +118,22 @@ struct hv_cpu {
     void *stack_top;                /* host RSP at exit */
     void *gdt;                      /* host GDT (one page with the TSS) */
     void *backend;                  /* vendor per-CPU state */
+    uint32_t apic_id;               /* initial x2APIC/xAPIC ID (CPUID) */
+    /* Cross-CPU requests (smp.c): another CPU sets req under lock, counts
+     * nmi_sent and sends an NMI; this CPU consumes both at its next exit. */
+    volatile int lock;
+    volatile uint32_t req;
+    volatile uint32_t nmi_sent;
+    uint32_t nmi_seen;
+    uint8_t sipi_vector;            /* with REQ_SIPI */
+    bool sipi_armed;                /* an INIT was sent; the next SIPI counts */
+    bool parked;                    /* in the emulated wait-for-SIPI state */
+    bool guest_nmi;                 /* an NMI the guest must still receive */
+    bool devirt_deferred;           /* leave VMX once the event in flight is in */
+    volatile bool os_started;       /* started by an emulated SIPI after EBS */
+    volatile int left;              /* 1: left VMX, -1: refused (devirtualize) */
+    volatile bool guest;            /* runs as our guest (set at prepare) */
+    uint32_t icr_high;              /* the guest's xAPIC ICR[63:32] */
 };
 _Static_assert(__builtin_offsetof(struct hv_cpu, nmi_pending) == 8, "asm uses %gs:8");
 
@@ -136,6 +175,34 @@ void hv_count_exit(struct hv_cpu *c, enum hv_exit kind);
 void hv_print_stats(struct hv_cpu *c);
 /* Guest memory the host may touch on the guest's behalf (hypercall buffers). */
 void *hv_guest_buffer(uint64_t gpa, uint64_t len);
+
+/* ---- smp.c: APIC IDs, INIT/SIPI emulation, cross-CPU requests ------------- */
+/* The guest-physical xAPIC page whose writes the backend intercepts (0: none). */
+extern uint64_t hv_apic_page;
+extern volatile bool hv_apic_protected;
+extern uint16_t hv_pm1a_cnt_port;         /* 0: not trapped */
+void hv_smp_global_init(void);              /* BSP, before any CPU */
+void hv_smp_cpu_init(struct hv_cpu *c);     /* on each CPU, at prepare */
+/* A guest write of `val` to offset `off` of the xAPIC page: performed or
+ * emulated.  The backend decoded nothing; the core decodes the instruction
+ * and returns its length (it panics on anything it cannot decode). */
+unsigned hv_apic_mmio_write(struct hv_cpu *c, uint64_t gpa);
+/* WRMSR to the x2APIC ICR (0x830). */
+void hv_x2apic_icr_write(struct hv_cpu *c, uint64_t val);
+/* At the end of every exit: NMIs and requests from other CPUs. */
+void hv_smp_poll(struct hv_cpu *c);
+/* HC_DEVIRT: leave VMX everywhere; returns the mask of CPUs that left
+ * (this CPU included, which the caller then devirtualizes). */
+uint64_t hv_devirt_all(struct hv_cpu *c);
+/* A guest OUT to the PM1a control port. */
+void hv_pm1a_write(struct hv_cpu *c, uint32_t val, unsigned size);
+/* The EFI system table (efi/platform/main.c), read-only: ACPI tables and
+ * whether boot services are gone. */
+extern void *plat_st;
+
+/* ---- insn.c: guest memory by linear address, the MMIO store decoder ------ */
+int hv_guest_read_linear(const struct hv_guest_paging *p, uint64_t la, void *buf, unsigned n);
+unsigned hv_decode_store32(struct hv_cpu *c, uint32_t *val, int *xchg_reg);
 
 /* ---- hypercall.c ---------------------------------------------------------- */
 void hv_hypercall(struct hv_cpu *c);

@@ -71,7 +71,11 @@ void hv_hypercall(struct hv_cpu *c)
         st = hc_info(c, r);
         break;
     case HC_DEVIRT:
-        hv_print_stats(c);
+        r->rdx = hv_devirt_all(c);              /* prints every CPU's stats */
+        if (!r->rdx) {
+            st = HC_E_ARG;                      /* another CPU is devirtualizing */
+            break;
+        }
         hv_log("HV: devirtualize cpu=%u\n", c->index);
         r->rax = HC_OK;
         c->ops->skip_insn(c);

@@ -38,7 +38,7 @@ static volatile int pool_lock;
 static const struct hv_backend_ops *ops;
 
 #define PERCPU_PAGES 14          /* see host_cpu_init and vmx_cpu_alloc */
-#define SHARED_PAGES 24          /* IDT, host page tables, MSR bitmap, slack */
+#define SHARED_PAGES 28          /* IDT, host page tables, MSR/I-O bitmaps, slack */
 
 void *hv_alloc(size_t pages)
 {
@@ -164,6 +164,7 @@ __attribute__((noinline)) static int vmm_prepare(const struct hv_caps *caps, uin
         hv_log("HV: skip reason=%s\n", caps->skip_reason ? caps->skip_reason : "no-virt");
         return -1;
     }
+    hv_smp_global_init();          /* before EPT: it protects the APIC page */
     if (host_env_init() || ops->global_init())
         return -1;
     for (uint32_t i = 0; i < hv_cpu_total; i++) {

@@ -24,9 +24,17 @@ static uint64_t prot_base, prot_size;
 static bool leaf_ok[5];            /* by level: 1 = 4 KiB, 2 = 2 MiB, 3 = 1 GiB */
 size_t ept_bytes;
 
+static uint64_t *apic_pte;          /* the xAPIC page's leaf, read+execute only */
+
 static bool protected(uint64_t base, uint64_t size)
 {
     return base < prot_base + prot_size && prot_base < base + size;
+}
+
+/* The xAPIC page gets a 4 KiB leaf of its own while hv_apic_protected. */
+static bool holds_apic(uint64_t base, uint64_t size)
+{
+    return hv_apic_protected && hv_apic_page >= base && hv_apic_page < base + size;
 }
 
 /* Fills one entry at `level` mapping [pa, pa + size). */
@@ -39,9 +47,13 @@ static int map_entry(uint64_t *e, int level, uint64_t pa)
 
     if (level == 1) {
         *e = prot ? 0 : pa | EPT_RWX | EPT_MT(t < 0 ? MT_UC : t);
+        if (holds_apic(pa, size)) {
+            *e &= ~2ull;                           /* writes exit (smp.c) */
+            apic_pte = e;
+        }
         return 0;
     }
-    if (!prot && t >= 0 && leaf_ok[level]) {
+    if (!prot && t >= 0 && leaf_ok[level] && !holds_apic(pa, size)) {
         *e = pa | EPT_RWX | EPT_MT(t) | EPT_LEAF;
         return 0;
     }
@@ -80,4 +92,25 @@ int ept_build(uint64_t *eptp)
     hv_log("HV: ept maxphyaddr=%u pages=%s ept-bytes=%zu\n", maxphy,
            leaf_ok[3] ? "1g" : leaf_ok[2] ? "2m" : "4k", ept_bytes);
     return 0;
+}
+
+/* INVEPT for this CPU (SDM Vol 3C 29.4.3.1): all-context where the CPU has
+ * it, else single-context for our one EPTP. */
+void ept_flush(struct hv_cpu *c)
+{
+    (void)c;
+    if (vmx.ept_vpid_cap & (1ull << 26))
+        vmx_invept(2, 0);
+    else
+        vmx_invept(1, vmx.eptp);
+}
+
+/* Makes the xAPIC page writable again.  Only this CPU is flushed: another
+ * CPU with the read-only translation cached takes one more EPT violation,
+ * which flushes it (vmx_exit.c). */
+void ept_apic_unprotect(void)
+{
+    if (apic_pte)
+        __atomic_or_fetch(apic_pte, 2ull, __ATOMIC_SEQ_CST);
+    ept_flush(NULL);
 }

@@ -37,6 +37,8 @@ typedef struct { uint32_t enc; } vmcs_fnat;
 #define VMCS_HOST_TR_SEL            F16(0x0C0C)
 
 /* ---- 64-bit fields ------------------------------------------------------ */
+#define VMCS_IO_BITMAP_A            F64(0x2000)
+#define VMCS_IO_BITMAP_B            F64(0x2002)
 #define VMCS_MSR_BITMAP             F64(0x2004)
 #define VMCS_EPT_POINTER            F64(0x201A)
 #define VMCS_XSS_EXIT_BITMAP        F64(0x202C)
@@ -120,16 +122,50 @@ enum vmx_seg { SEG_ES, SEG_CS, SEG_SS, SEG_DS, SEG_FS, SEG_GS, SEG_LDTR, SEG_TR,
 #define VMCS_GUEST_AR(s)    F32(0x4814 + 2 * (s))
 #define VMCS_GUEST_BASE(s)  FNAT(0x6806 + 2 * (s))
 
-/* ---- accessors (vmx_insn.c) --------------------------------------------- */
-/* Writes log `HV: vmwrite failed field=<enc> value=<v> error=<n> (<name>)`
- * and return nonzero on failure; reads return 0 on failure after logging. */
-int vmcs_write16(vmcs_f16 f, uint16_t v);
-int vmcs_write32(vmcs_f32 f, uint32_t v);
-int vmcs_write64(vmcs_f64 f, uint64_t v);
-int vmcs_writenat(vmcs_fnat f, uint64_t v);
-uint16_t vmcs_read16(vmcs_f16 f);
-uint32_t vmcs_read32(vmcs_f32 f);
-uint64_t vmcs_read64(vmcs_f64 f);
-uint64_t vmcs_readnat(vmcs_fnat f);
+/* ---- accessors ----------------------------------------------------------- */
+/* Inline, because every exit runs a few: one VMREAD/VMWRITE and one branch
+ * on failure (CF or ZF set, SDM 31.2).  The failure halves are out of line
+ * in vmx_insn.c: a read logs `HV: vmread failed field=<enc>` and gives 0; a
+ * write logs `HV: vmwrite failed field=<enc> value=<v> error=<n> (<name>)`
+ * (or VMfailInvalid) and gives nonzero.
+ * They are preserve_most so that a call that never happens does not make the
+ * compiler keep the caller's values in callee-saved registers (pushed and
+ * popped on every exit); and they return nothing, as clang 14 restores RAX
+ * over a preserve_most function's return value on this target.  Likewise
+ * always_inline: clang would otherwise call an out-of-line copy from cold
+ * call sites, an ordinary call. */
+__attribute__((preserve_most, cold)) void vmcs_read_failed(uint32_t enc);
+__attribute__((preserve_most, cold)) void vmcs_write_failed(uint32_t enc, uint64_t v);
+
+#define VMCS_ACCESSOR static inline __attribute__((always_inline))
+
+VMCS_ACCESSOR uint64_t vmcs_read_enc(uint32_t enc)
+{
+    uint64_t v;
+
+    __asm__ goto("vmread %1, %0; jbe %l[fail]" : "=r"(v) : "r"((uint64_t)enc) : "cc" : fail);
+    return v;
+fail:
+    vmcs_read_failed(enc);
+    return 0;
+}
+
+VMCS_ACCESSOR int vmcs_write_enc(uint32_t enc, uint64_t v)
+{
+    __asm__ goto("vmwrite %1, %0; jbe %l[fail]" : : "r"((uint64_t)enc), "r"(v) : "cc" : fail);
+    return 0;
+fail:
+    vmcs_write_failed(enc, v);
+    return -1;
+}
+
+VMCS_ACCESSOR int vmcs_write16(vmcs_f16 f, uint16_t v) { return vmcs_write_enc(f.enc, v); }
+VMCS_ACCESSOR int vmcs_write32(vmcs_f32 f, uint32_t v) { return vmcs_write_enc(f.enc, v); }
+VMCS_ACCESSOR int vmcs_write64(vmcs_f64 f, uint64_t v) { return vmcs_write_enc(f.enc, v); }
+VMCS_ACCESSOR int vmcs_writenat(vmcs_fnat f, uint64_t v) { return vmcs_write_enc(f.enc, v); }
+VMCS_ACCESSOR uint16_t vmcs_read16(vmcs_f16 f) { return (uint16_t)vmcs_read_enc(f.enc); }
+VMCS_ACCESSOR uint32_t vmcs_read32(vmcs_f32 f) { return (uint32_t)vmcs_read_enc(f.enc); }
+VMCS_ACCESSOR uint64_t vmcs_read64(vmcs_f64 f) { return vmcs_read_enc(f.enc); }
+VMCS_ACCESSOR uint64_t vmcs_readnat(vmcs_fnat f) { return vmcs_read_enc(f.enc); }
 
 #endif

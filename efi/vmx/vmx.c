@@ -23,6 +23,7 @@ static const struct ctl_want pin_want[] = {
 };
 
 static const struct ctl_want proc_want[] = {
+    {PROC_IO_BITMAPS, false, "io-bitmaps", "exit only on the ACPI PM1a control port"},
     {PROC_MSR_BITMAP, true, "msr-bitmap", "exit only on the MSRs we emulate"},
     {PROC_SECONDARY, true, "secondary-controls", "EPT and unrestricted guest live there"},
 };
@@ -115,6 +116,13 @@ static void vpid_check(void)
 /* MSR bitmap (SDM 25.6.9): read-low, read-high, write-low, write-high,
  * 1 KiB each.  Exits only for IA32_FEATURE_CONTROL and the VMX capability
  * MSRs; MSRs outside both ranges always exit (handled in efi/core/exit.c). */
+static void msr_intercept_write(uint32_t msr)
+{
+    uint32_t base = msr >= 0xC0000000 ? 1024 : 0, bit = msr & 0x1FFF;
+
+    vmx.msr_bitmap[2048 + base + bit / 8] |= 1 << (bit % 8);
+}
+
 static void msr_intercept(uint32_t msr)
 {
     uint32_t base = msr >= 0xC0000000 ? 1024 : 0, bit = msr & 0x1FFF;
@@ -144,6 +152,18 @@ static int vmx_global_init(void)
     msr_intercept(MSR_FEATURE_CONTROL);
     for (uint32_t m = MSR_VMX_BASIC; m <= 0x491; m++)
         msr_intercept(m);
+    msr_intercept_write(0x830);                 /* x2APIC ICR: INIT/SIPI (smp.c) */
+    /* I/O bitmaps A (0-0x7FFF) and B (SDM 25.6.4): only PM1a_CNT exits. */
+    vmx.io_bitmap = hv_alloc(2);
+    if (!vmx.io_bitmap)
+        return -1;
+    if (hv_pm1a_cnt_port && (vmx.proc & PROC_IO_BITMAPS))
+        vmx.io_bitmap[hv_pm1a_cnt_port / 8] |= 1 << (hv_pm1a_cnt_port % 8);
+    if (hv_cpu_total > 1 && (!(vmx.pin & PIN_NMI_EXITING) || !(vmx.misc & (1u << 6)))) {
+        hv_log("HV: skip reason=missing-vmx-feature name=nmi-exiting/hlt-activity "
+               "(INIT/SIPI emulation wakes APs with NMIs)\n");
+        return -1;
+    }
     return ept_build(&vmx.eptp);
 }
 
@@ -197,6 +217,10 @@ static int write_controls(struct hv_cpu *c, struct vmx_cpu *v)
     e |= vmcs_write32(VMCS_ENTRY_MSR_LOAD_COUNT, 0);
     e |= vmcs_write32(VMCS_ENTRY_INTR_INFO, 0);
     e |= vmcs_write64(VMCS_MSR_BITMAP, (uint64_t)(uintptr_t)vmx.msr_bitmap);
+    if (vmx.proc & PROC_IO_BITMAPS) {
+        e |= vmcs_write64(VMCS_IO_BITMAP_A, (uint64_t)(uintptr_t)vmx.io_bitmap);
+        e |= vmcs_write64(VMCS_IO_BITMAP_B, (uint64_t)(uintptr_t)vmx.io_bitmap + 4096);
+    }
     e |= vmcs_write64(VMCS_EPT_POINTER, vmx.eptp);
     if (vmx.proc2 & PROC2_VPID)
         e |= vmcs_write16(VMCS_VPID, 1);
@@ -348,6 +372,7 @@ static int vmx_cpu_prepare(struct hv_cpu *c)
 
     if (feature_control_enable())
         return -1;
+    hv_smp_cpu_init(c);
     v->vmxon = v->vmxon ? v->vmxon : hv_alloc(1);
     v->vmcs = v->vmcs ? v->vmcs : hv_alloc(1);
     if (!v->vmxon || !v->vmcs)
@@ -366,6 +391,7 @@ static int vmx_cpu_prepare(struct hv_cpu *c)
         restore_crs(v);
         return -1;
     }
+    c->guest = true;           /* from VMLAUNCH on; a failed launch fails the start */
     return 0;
 }
 
@@ -389,4 +415,11 @@ const struct hv_backend_ops vmx_ops = {
     .guest_cr4 = vmx_guest_cr4,
     .dump_guest = vmx_dump_guest,
     .devirtualize = vmx_devirtualize,
+    .park_init = vmx_park_init,
+    .start_sipi = vmx_start_sipi,
+    .can_leave_now = vmx_can_leave_now,
+    .leave_parked = vmx_leave_parked,
+    .apic_unprotect = ept_apic_unprotect,
+    .flush_ept = ept_flush,
+    .guest_paging = vmx_guest_paging,
 };

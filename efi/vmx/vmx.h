@@ -31,6 +31,7 @@
 #define PIN_NMI_EXITING      (1u << 3)
 #define PIN_VIRTUAL_NMIS     (1u << 5)
 #define PROC_NMI_WINDOW      (1u << 22)
+#define PROC_IO_BITMAPS      (1u << 25)
 #define PROC_MSR_BITMAP      (1u << 28)
 #define PROC_SECONDARY       (1u << 31)
 #define PROC2_EPT            (1u << 1)
@@ -51,6 +52,7 @@
 #define ENTRY_LOAD_EFER      (1u << 15)
 
 #define ACTIVITY_ACTIVE      0
+#define ACTIVITY_HLT         1
 #define ACTIVITY_WAIT_SIPI   3
 #define INTR_BLOCK_STI       (1u << 0)
 #define INTR_BLOCK_MOVSS     (1u << 1)
@@ -67,6 +69,7 @@ struct vmx_global {
     uint64_t cr0_mask, cr4_mask;
     uint64_t misc, ept_vpid_cap, eptp;
     uint8_t *msr_bitmap;
+    uint8_t *io_bitmap;             /* A and B, 8 KiB */
 };
 extern struct vmx_global vmx;
 
@@ -78,6 +81,8 @@ extern struct vmx_cpu vmx_cpus[HV_MAX_CPUS];
 
 /* ept.c */
 int ept_build(uint64_t *eptp);
+void ept_apic_unprotect(void);
+void ept_flush(struct hv_cpu *c);
 
 /* vmx_exit.c */
 void vmx_skip_insn(struct hv_cpu *c);
@@ -87,6 +92,11 @@ uint64_t vmx_guest_rip(struct hv_cpu *c);
 uint64_t vmx_guest_cr4(struct hv_cpu *c);
 void vmx_dump_guest(struct hv_cpu *c);
 void vmx_devirtualize(struct hv_cpu *c) __attribute__((noreturn));
+void vmx_park_init(struct hv_cpu *c);
+void vmx_start_sipi(struct hv_cpu *c, uint8_t vec);
+bool vmx_can_leave_now(struct hv_cpu *c);
+void vmx_leave_parked(struct hv_cpu *c) __attribute__((noreturn));
+void vmx_guest_paging(struct hv_cpu *c, struct hv_guest_paging *p);
 
 /* vmx_entry.S */
 int vmx_launch(void);

@@ -45,48 +45,51 @@ vmx_launch:
     ret
 
 /* VM-exit entry (HOST_RIP).  HOST_RSP is the 16-byte aligned top of this
- * CPU's host stack.  Builds struct hv_regs (RSP slot unused) and calls
- * vmx_exit_handler(regs); then VMRESUMEs.  A failed VMRESUME goes to C. */
+ * CPU's host stack.  The guest GPRs go into a struct hv_regs just below it
+ * (the RSP slot stays unused: RSP is in the VMCS), under that the 32-byte
+ * home area the callee may use, and vmx_exit_handler(regs) runs; then the
+ * GPRs come back and VMRESUME.  Stores rather than pushes: nothing needs
+ * popping, as every exit starts again at HOST_RSP.  Every GPR is saved
+ * because handlers read and write any of them through regs (CPUID's RBX,
+ * CR moves, INIT's reset, devirtualization).  A failed VMRESUME goes to C. */
+    .set REGS, 32                   /* the home area, then struct hv_regs */
+    .set FRAME, REGS + 16 * 8
     .globl vmx_exit_entry
 vmx_exit_entry:
-    push %r15
-    push %r14
-    push %r13
-    push %r12
-    push %r11
-    push %r10
-    push %r9
-    push %r8
-    push %rdi
-    push %rsi
-    push %rbp
-    push $0
-    push %rbx
-    push %rdx
-    push %rcx
-    push %rax
-    mov %rsp, %rcx
-    sub $32, %rsp
+    sub $FRAME, %rsp
+    mov %rax, REGS+0x00(%rsp)
+    mov %rcx, REGS+0x08(%rsp)
+    mov %rdx, REGS+0x10(%rsp)
+    mov %rbx, REGS+0x18(%rsp)
+    mov %rbp, REGS+0x28(%rsp)
+    mov %rsi, REGS+0x30(%rsp)
+    mov %rdi, REGS+0x38(%rsp)
+    mov %r8, REGS+0x40(%rsp)
+    mov %r9, REGS+0x48(%rsp)
+    mov %r10, REGS+0x50(%rsp)
+    mov %r11, REGS+0x58(%rsp)
+    mov %r12, REGS+0x60(%rsp)
+    mov %r13, REGS+0x68(%rsp)
+    mov %r14, REGS+0x70(%rsp)
+    mov %r15, REGS+0x78(%rsp)
+    lea REGS(%rsp), %rcx
     call vmx_exit_handler
-    add $32, %rsp
-    pop %rax
-    pop %rcx
-    pop %rdx
-    pop %rbx
-    add $8, %rsp
-    pop %rbp
-    pop %rsi
-    pop %rdi
-    pop %r8
-    pop %r9
-    pop %r10
-    pop %r11
-    pop %r12
-    pop %r13
-    pop %r14
-    pop %r15
+    mov REGS+0x00(%rsp), %rax
+    mov REGS+0x08(%rsp), %rcx
+    mov REGS+0x10(%rsp), %rdx
+    mov REGS+0x18(%rsp), %rbx
+    mov REGS+0x28(%rsp), %rbp
+    mov REGS+0x30(%rsp), %rsi
+    mov REGS+0x38(%rsp), %rdi
+    mov REGS+0x40(%rsp), %r8
+    mov REGS+0x48(%rsp), %r9
+    mov REGS+0x50(%rsp), %r10
+    mov REGS+0x58(%rsp), %r11
+    mov REGS+0x60(%rsp), %r12
+    mov REGS+0x68(%rsp), %r13
+    mov REGS+0x70(%rsp), %r14
+    mov REGS+0x78(%rsp), %r15
     vmresume
-    sub $32, %rsp
     call vmx_resume_failed          /* does not return */
     ud2
 

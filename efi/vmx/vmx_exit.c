@@ -25,6 +25,7 @@ static void exit_sipi(struct hv_cpu *c, uint64_t qual);
 static void exit_nmi_window(struct hv_cpu *c, uint64_t qual);
 static void exit_cr(struct hv_cpu *c, uint64_t qual);
 static void exit_ept_violation(struct hv_cpu *c, uint64_t qual);
+static void exit_io(struct hv_cpu *c, uint64_t qual);
 
 #define UNEXPECTED(n) {n, HV_EXIT_OTHER, NULL}
 #define VIRT_INSN(n) {n, HV_EXIT_VIRT_INSN, NULL}
@@ -59,7 +60,7 @@ static const struct exit_entry exit_table[] = {
     [27] = VIRT_INSN("vmxon"),
     [28] = {"cr-access", HV_EXIT_CR, exit_cr},
     [29] = UNEXPECTED("mov-dr"),
-    [30] = UNEXPECTED("io-instruction"),
+    [30] = {"io-instruction", HV_EXIT_IO, exit_io},
     [31] = {"rdmsr", HV_EXIT_RDMSR, NULL},
     [32] = {"wrmsr", HV_EXIT_WRMSR, NULL},
     [33] = UNEXPECTED("entry-fail-guest-state"),
@@ -189,6 +190,12 @@ static void exit_nmi(struct hv_cpu *c, uint64_t qual)
         hv_panic(c, "exception vec=%u info=%x qual=%llx\n", info & 0xFF, info,
                  (unsigned long long)qual);
     c->nmi_pending = 1;
+    /* NMIs stay blocked after an NMI-induced exit until the host executes an
+     * IRET (Bochs keeps them blocked across VM entry): IRET to ourselves, so
+     * the next NMI (another CPU's request) is not held back. */
+    __asm__ volatile("mov %%ss, %%rax; push %%rax; push %%rsp; addq $8, (%%rsp); pushfq;"
+                     "mov %%cs, %%rax; push %%rax; lea 1f(%%rip), %%rax; push %%rax;"
+                     "iretq; 1:" : : : "rax", "memory", "cc");
 }
 
 static void exit_nmi_window(struct hv_cpu *c, uint64_t qual)
@@ -203,8 +210,6 @@ static void deliver_pending_nmi(struct hv_cpu *c)
 {
     uint32_t intr, busy = INTR_BLOCK_STI | INTR_BLOCK_MOVSS | INTR_BLOCK_NMI;
 
-    if (!c->nmi_pending)
-        return;
     intr = vmcs_read32(VMCS_GUEST_INTERRUPTIBILITY);
     if ((intr & busy) || (vmcs_read32(VMCS_ENTRY_INTR_INFO) & INTR_INFO_VALID) ||
         vmcs_read32(VMCS_GUEST_ACTIVITY) == ACTIVITY_WAIT_SIPI) {
@@ -213,18 +218,15 @@ static void deliver_pending_nmi(struct hv_cpu *c)
         return;
     }
     vmcs_write32(VMCS_ENTRY_INTR_INFO, VEC_NMI | INTR_TYPE_NMI | INTR_INFO_VALID);
-    c->nmi_pending = 0;
+    c->guest_nmi = false;
 }
 
-/* An exit during event delivery (IDT-vectoring info valid) loses the event
- * unless it is injected again (SDM Vol 3C 28.2.4). */
-static void requeue_vectored_event(void)
+/* An exit during event delivery (IDT-vectoring info v valid) loses the
+ * event unless it is injected again (SDM Vol 3C 28.2.4). */
+static void requeue_vectored_event(uint32_t v)
 {
-    uint32_t v = vmcs_read32(VMCS_IDT_VECTORING_INFO);
     uint32_t type = (v >> 8) & 7;
 
-    if (!(v & INTR_INFO_VALID))
-        return;
     vmcs_write32(VMCS_ENTRY_INTR_INFO, v & 0x80000FFFu);
     if (v & INTR_ERR_VALID)
         vmcs_write32(VMCS_ENTRY_EXC_ERROR, vmcs_read32(VMCS_IDT_VECTORING_ERROR));
@@ -258,14 +260,11 @@ static void flush_guest_tlb(void)
 
 /* INIT: the architectural INIT state (SDM Vol 3A 10.1.1, Table 10-1) and
  * then wait-for-SIPI (SDM Vol 3C 27.2 "INIT signals"). */
-static void exit_init(struct hv_cpu *c, uint64_t qual)
+static void init_state(struct hv_cpu *c)
 {
     struct hv_regs *r = c->regs;
     const uint64_t cr0 = 0x60000010;               /* CD NW ET */
 
-    (void)qual;
-    HV_TRACE("HV: trace cpu=%u init rip=%llx\n", c->index,
-             (unsigned long long)vmcs_readnat(VMCS_GUEST_RIP));
     memset(r, 0, sizeof(*r));
     r->rdx = cpuid2(1, 0).eax;                     /* family/model/stepping */
     vmcs_writenat(VMCS_CR0_SHADOW, cr0);
@@ -294,8 +293,17 @@ static void exit_init(struct hv_cpu *c, uint64_t qual)
     vmcs_write32(VMCS_GUEST_INTERRUPTIBILITY, 0);
     vmcs_writenat(VMCS_GUEST_PENDING_DBG, 0);
     vmcs_write32(VMCS_ENTRY_INTR_INFO, 0);
-    c->nmi_pending = 0;
+    vmcs_write32(VMCS_PROC_CTLS, vmcs_read32(VMCS_PROC_CTLS) & ~PROC_NMI_WINDOW);
+    c->guest_nmi = false;
     flush_guest_tlb();
+}
+
+static void exit_init(struct hv_cpu *c, uint64_t qual)
+{
+    (void)qual;
+    HV_TRACE("HV: trace cpu=%u init rip=%llx\n", c->index,
+             (unsigned long long)vmcs_readnat(VMCS_GUEST_RIP));
+    init_state(c);
     if (!(vmx.misc & (1u << 8)))
         hv_panic(c, "init: wait-for-SIPI activity state unsupported\n");
     vmcs_write32(VMCS_GUEST_ACTIVITY, ACTIVITY_WAIT_SIPI);
@@ -304,7 +312,24 @@ static void exit_init(struct hv_cpu *c, uint64_t qual)
 /* SIPI: real-mode start at vector << 12 (SDM Vol 3A 9.4.4.1). */
 static void exit_sipi(struct hv_cpu *c, uint64_t qual)
 {
-    uint32_t vector = qual & 0xFF;
+    vmx_start_sipi(c, qual & 0xFF);
+}
+
+/* Emulated INIT (smp.c): the same INIT state, but the wait for SIPI is the
+ * HLT activity state with RFLAGS.IF = 0, which only NMIs (the emulated
+ * SIPI's wake-up, with NMI exiting), SMI and INIT end.  The real
+ * wait-for-SIPI state would block those NMIs (SDM Vol 3C 26.4.2). */
+void vmx_park_init(struct hv_cpu *c)
+{
+    HV_TRACE("HV: trace cpu=%u emulated init rip=%llx\n", c->index,
+             (unsigned long long)vmcs_readnat(VMCS_GUEST_RIP));
+    init_state(c);
+    vmcs_write32(VMCS_GUEST_ACTIVITY, ACTIVITY_HLT);
+}
+
+void vmx_start_sipi(struct hv_cpu *c, uint8_t vec)
+{
+    uint32_t vector = vec;
 
     HV_TRACE("HV: trace cpu=%u sipi vector=%x\n", c->index, vector);
     set_seg(SEG_CS, (uint16_t)(vector << 8), (uint64_t)vector << 12, 0xFFFF, 0x9B);
@@ -313,6 +338,44 @@ static void exit_sipi(struct hv_cpu *c, uint64_t qual)
      * a fresh start has none. */
     vmcs_write32(VMCS_GUEST_INTERRUPTIBILITY, 0);
     vmcs_write32(VMCS_GUEST_ACTIVITY, ACTIVITY_ACTIVE);
+    flush_guest_tlb();
+}
+
+/* Leaving VMX would drop an event being injected or an NMI still owed to
+ * the guest: let it be delivered first, then exit at the NMI window. */
+bool vmx_can_leave_now(struct hv_cpu *c)
+{
+    if (!(vmcs_read32(VMCS_ENTRY_INTR_INFO) & INTR_INFO_VALID) && !c->guest_nmi)
+        return true;
+    vmcs_write32(VMCS_PROC_CTLS, vmcs_read32(VMCS_PROC_CTLS) | PROC_NMI_WINDOW);
+    return false;
+}
+
+/* A CPU parked in the emulated wait-for-SIPI state leaves VMX and halts in
+ * the host (its memory is never reclaimed): a real INIT-SIPI from the OS
+ * starts it as before. */
+void vmx_leave_parked(struct hv_cpu *c)
+{
+    vmx_clear((uint64_t)(uintptr_t)vmx_cpus[c->index].vmcs);
+    vmx_off();
+    write_cr4(read_cr4() & ~CR4_VMXE);
+    halt_forever();
+}
+
+void vmx_guest_paging(struct hv_cpu *c, struct hv_guest_paging *p)
+{
+    uint32_t ar = vmcs_read32(VMCS_GUEST_AR(SEG_CS));
+
+    (void)c;
+    p->cr0 = vmcs_readnat(VMCS_GUEST_CR0);
+    p->cr3 = vmcs_readnat(VMCS_GUEST_CR3);
+    p->cr4 = vmcs_readnat(VMCS_GUEST_CR4);
+    p->efer = vmcs_read64(VMCS_GUEST_EFER);
+    p->cs_base = vmcs_readnat(VMCS_GUEST_BASE(SEG_CS));
+    p->rip = vmcs_readnat(VMCS_GUEST_RIP);
+    p->rsp = vmcs_readnat(VMCS_GUEST_RSP);
+    p->cs_long = (ar >> 13) & 1;
+    p->cs_32 = (ar >> 14) & 1;
 }
 
 /* ---- control-register access (SDM Vol 3C 28.1.3, Table 28-3) ------------------- */
@@ -382,6 +445,21 @@ static void exit_ept_violation(struct hv_cpu *c, uint64_t qual)
 {
     uint64_t gpa = vmcs_read64(VMCS_GUEST_PHYS_ADDR), pb, ps;
 
+    /* A write to the read-only xAPIC page (smp.c), or a stale read-only
+     * translation after the interception ended. */
+    if (hv_apic_page && (gpa & ~0xFFFull) == hv_apic_page && (qual & 2)) {
+        uint32_t intr = vmcs_read32(VMCS_GUEST_INTERRUPTIBILITY);
+
+        if (!hv_apic_protected)
+            return ept_flush(c);
+        c->exits[HV_EXIT_NPF]--;
+        hv_count_exit(c, HV_EXIT_APIC_WRITE);
+        vmcs_writenat(VMCS_GUEST_RIP, vmcs_readnat(VMCS_GUEST_RIP) + hv_apic_mmio_write(c, gpa));
+        if (intr & (INTR_BLOCK_STI | INTR_BLOCK_MOVSS))
+            vmcs_write32(VMCS_GUEST_INTERRUPTIBILITY,
+                         intr & ~(INTR_BLOCK_STI | INTR_BLOCK_MOVSS));
+        return;
+    }
     hv_protected_range(&pb, &ps);
     if (gpa >= pb && gpa < pb + ps) {
         hv_log("HV: ept-block cpu=%u gpa=%llx access=%c%c%c rip=%llx\n", c->index,
@@ -394,32 +472,63 @@ static void exit_ept_violation(struct hv_cpu *c, uint64_t qual)
              (unsigned long long)qual);
 }
 
+/* ---- I/O: only the ACPI PM1a control port is in the bitmap (SDM 28.1.3,
+ * Table 28-5) -------------------------------------------------------------------------- */
+static void exit_io(struct hv_cpu *c, uint64_t qual)
+{
+    unsigned size = (qual & 7) + 1;
+    uint16_t port = (uint16_t)(qual >> 16);
+    uint32_t mask = size == 4 ? 0xFFFFFFFFu : (1u << (8 * size)) - 1, v;
+
+    if ((qual & 0x10) || port != hv_pm1a_cnt_port)
+        hv_panic(c, "io qual=%llx\n", (unsigned long long)qual);
+    if (qual & 8) {                                /* IN */
+        if (size == 1)
+            __asm__ volatile("inb %w1, %b0" : "=a"(v) : "Nd"(port));
+        else if (size == 2)
+            __asm__ volatile("inw %w1, %w0" : "=a"(v) : "Nd"(port));
+        else
+            __asm__ volatile("inl %w1, %0" : "=a"(v) : "Nd"(port));
+        c->regs->rax = size == 4 ? (v & mask) : (c->regs->rax & ~(uint64_t)mask) | (v & mask);
+    } else {
+        hv_pm1a_write(c, (uint32_t)c->regs->rax & mask, size);
+    }
+    vmx_skip_insn(c);
+}
+
 /* ---- the dispatcher ----------------------------------------------------------------- */
 void vmx_exit_handler(struct hv_regs *regs)
 {
     struct hv_cpu *c = this_cpu();
-    uint32_t reason = vmcs_read32(VMCS_EXIT_REASON), basic = reason & 0xFFFF;
-    uint64_t qual = vmcs_readnat(VMCS_EXIT_QUALIFICATION);
+    uint32_t reason = vmcs_read32(VMCS_EXIT_REASON), basic = reason & 0xFFFF, idt;
     const struct exit_entry *e;
 
     c->regs = regs;
     if (reason & (1u << 31))                       /* VM-entry failure: first */
         hv_panic(c, "vm-entry-failure %s qual=%llx\n", reason_name(basic),
-                 (unsigned long long)qual);
-    requeue_vectored_event();
+                 (unsigned long long)vmcs_readnat(VMCS_EXIT_QUALIFICATION));
+    idt = vmcs_read32(VMCS_IDT_VECTORING_INFO);
+    if (idt & INTR_INFO_VALID)
+        requeue_vectored_event(idt);
     if (basic >= EXIT_TABLE_SIZE || !exit_table[basic].name) {
-        hv_count_exit(c, HV_EXIT_OTHER);
-        hv_panic(c, "unknown-exit reason=%u qual=%llx\n", basic, (unsigned long long)qual);
+        c->exits[HV_EXIT_OTHER]++;
+        hv_panic(c, "unknown-exit reason=%u qual=%llx\n", basic,
+                 (unsigned long long)vmcs_readnat(VMCS_EXIT_QUALIFICATION));
     }
     e = &exit_table[basic];
-    hv_count_exit(c, e->kind);
+    c->exits[e->kind]++;                           /* table kinds are < HV_EXIT_COUNT */
+    /* The qualification is read only where it is used: not by the core's
+     * handlers (CPUID, MSRs, ...), the common exits. */
     if (e->fn)
-        e->fn(c, qual);
+        e->fn(c, vmcs_readnat(VMCS_EXIT_QUALIFICATION));
     else if (e->kind != HV_EXIT_OTHER)
         hv_handle_exit(c, e->kind);
     else
-        hv_panic(c, "%s qual=%llx\n", e->name, (unsigned long long)qual);
-    deliver_pending_nmi(c);
+        hv_panic(c, "%s qual=%llx\n", e->name,
+                 (unsigned long long)vmcs_readnat(VMCS_EXIT_QUALIFICATION));
+    hv_smp_poll(c);                                /* other CPUs' requests, NMIs */
+    if (c->guest_nmi)
+        deliver_pending_nmi(c);
 }
 
 void vmx_resume_failed(void)

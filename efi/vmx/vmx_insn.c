@@ -60,40 +60,22 @@ enum vmx_result vmx_check(enum vmx_result r, const char *what)
     return r;
 }
 
-static int write_any(uint32_t enc, uint64_t v)
+/* The out-of-line halves of the vmcs.h accessors.  After a failed VMWRITE,
+ * a VMREAD of the error field fails too exactly when there is no current
+ * VMCS: that tells VMfailInvalid from VMfailValid. */
+__attribute__((preserve_most, cold)) void vmcs_write_failed(uint32_t enc, uint64_t v)
 {
-    enum vmx_result r = vmx_write(enc, v);
+    uint64_t n;
 
-    if (r == VMX_OK)
-        return 0;
-    if (r == VMX_FAIL_INVALID) {
+    if (vmx_read(VMCS_INSN_ERROR.enc, &n) != VMX_OK)
         hv_log("HV: vmwrite failed field=%04x value=%llx VMfailInvalid\n", enc,
                (unsigned long long)v);
-    } else {
-        uint32_t n = insn_error();
+    else
         hv_log("HV: vmwrite failed field=%04x value=%llx error=%u (%s)\n", enc,
-               (unsigned long long)v, n, vmx_error_name(n));
-    }
-    return -1;
+               (unsigned long long)v, (uint32_t)n, vmx_error_name((uint32_t)n));
 }
 
-static uint64_t read_any(uint32_t enc)
+__attribute__((preserve_most, cold)) void vmcs_read_failed(uint32_t enc)
 {
-    uint64_t v;
-    enum vmx_result r = vmx_read(enc, &v);
-
-    if (r != VMX_OK) {
-        hv_log("HV: vmread failed field=%04x\n", enc);
-        return 0;
-    }
-    return v;
+    hv_log("HV: vmread failed field=%04x\n", enc);
 }
-
-int vmcs_write16(vmcs_f16 f, uint16_t v) { return write_any(f.enc, v); }
-int vmcs_write32(vmcs_f32 f, uint32_t v) { return write_any(f.enc, v); }
-int vmcs_write64(vmcs_f64 f, uint64_t v) { return write_any(f.enc, v); }
-int vmcs_writenat(vmcs_fnat f, uint64_t v) { return write_any(f.enc, v); }
-uint16_t vmcs_read16(vmcs_f16 f) { return (uint16_t)read_any(f.enc); }
-uint32_t vmcs_read32(vmcs_f32 f) { return (uint32_t)read_any(f.enc); }
-uint64_t vmcs_read64(vmcs_f64 f) { return read_any(f.enc); }
-uint64_t vmcs_readnat(vmcs_fnat f) { return read_any(f.enc); }

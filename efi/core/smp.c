@@ -1,0 +1,429 @@
+/*
+ * smp.c - the CPUs as a group: INIT/SIPI emulation, cross-CPU requests
+ * over NMIs, devirtualization of every CPU, the power-off statistics.
+ *
+ * INIT/SIPI.  A virtualized AP must never receive a real INIT: on hardware
+ * the INIT VM exit (SDM Vol 3C 27.2) is handled correctly in vmx_exit.c, but
+ * Bochs 2.7 leaves the INIT pending after that exit and the AP never runs
+ * again.  So the hypervisor intercepts the guest's ICR writes - xAPIC: EPT
+ * makes the APIC page read-only, insn.c decodes the store; x2APIC: the MSR
+ * bitmap traps WRMSR 0x830 - and emulates INIT and start-up IPIs (SDM Vol 3A
+ * 11.6.1): the sender records the request on the target under the target's
+ * lock and wakes it with an NMI sent by the host; the target applies it at
+ * the end of its next exit (hv_smp_poll).  Every other IPI is sent as is.
+ *
+ * Ordering.  INIT clears any unapplied SIPI and arms the target; the first
+ * SIPI after it is recorded and disarms it; later SIPIs are dropped, as a
+ * started CPU ignores them.  The target applies INIT before SIPI whatever
+ * order the NMIs arrive in, so INIT-SIPI-SIPI sent back to back works.
+ *
+ * NMIs.  Each sender counts nmi_sent on the target before it sends.  An NMI
+ * the target sees while nmi_seen != nmi_sent is ours (and absorbs NMIs that
+ * coalesced with it); any other is the guest's and is injected.  Limit: a
+ * guest NMI that coincides with ours can be absorbed.
+ *
+ * When the interception ends.  EOI and TPR writes land on the same page,
+ * so keeping it read-only costs an exit per interrupt.  It is dropped once
+ * boot services are gone (EFI system table BootServices == NULL, UEFI 2.10
+ * 7.4) and every AP has been started by an emulated SIPI after that, i.e.
+ * by the OS.  Until then (firmware phase, an OS that never starts its APs)
+ * it stays on.  After it, an INIT the OS sends (CPU hotplug, kexec) reaches
+ * the AP for real: correct on hardware, a hung AP in Bochs 2.7.
+ */
+#include "hv_core.h"
+#include "hv_lib.h"
+
+#define REQ_INIT   1u
+#define REQ_SIPI   2u
+#define REQ_DEVIRT 4u
+
+#define APIC_BASE_EXTD  (1ull << 10)
+#define APIC_BASE_EN    (1ull << 11)
+#define APIC_BASE_ADDR  0x000FFFFFFFFFF000ull
+#define XAPIC_ICR_LO    0x300
+#define XAPIC_ICR_HI    0x310
+#define MSR_X2APIC_ICR  0x830
+
+/* ICR (SDM Vol 3A 11.6.1, Figure 11-12). */
+#define ICR_DM(v)        (((v) >> 8) & 7)
+#define DM_NMI           4
+#define DM_INIT          5
+#define DM_SIPI          6
+#define ICR_LOGICAL      (1u << 11)
+#define ICR_BUSY         (1u << 12)
+#define ICR_ASSERT       (1u << 14)
+#define ICR_LEVEL        (1u << 15)
+#define ICR_SHORTHAND(v) (((v) >> 18) & 3)
+#define ICR_NMI          ((DM_NMI << 8) | ICR_ASSERT)
+
+uint64_t hv_apic_page;
+volatile bool hv_apic_protected;
+uint16_t hv_pm1a_cnt_port;
+
+static void lock(volatile int *l)
+{
+    while (__atomic_exchange_n(l, 1, __ATOMIC_ACQUIRE))
+        cpu_relax();
+}
+
+static void unlock(volatile int *l)
+{
+    __atomic_store_n(l, 0, __ATOMIC_RELEASE);
+}
+
+/* ---- the real local APIC --------------------------------------------------- */
+static volatile uint32_t *xapic(unsigned off)
+{
+    return (volatile uint32_t *)(uintptr_t)((rdmsr(MSR_APIC_BASE) & APIC_BASE_ADDR) + off);
+}
+
+static bool x2apic_on(void)
+{
+    return rdmsr(MSR_APIC_BASE) & APIC_BASE_EXTD;
+}
+
+static void xapic_wait_idle(void)
+{
+    for (unsigned i = 0; i < 1000000 && (*xapic(XAPIC_ICR_LO) & ICR_BUSY); i++)
+        cpu_relax();
+}
+
+/* Sends an IPI on this CPU's APIC.  xAPIC: ICR high is the guest's
+ * register too, so the guest's value goes back afterwards. */
+static void send_ipi(struct hv_cpu *c, uint32_t lo, uint32_t dest)
+{
+    if (x2apic_on()) {
+        wrmsr(MSR_X2APIC_ICR, ((uint64_t)dest << 32) | lo);
+        return;
+    }
+    xapic_wait_idle();
+    *xapic(XAPIC_ICR_HI) = dest << 24;
+    *xapic(XAPIC_ICR_LO) = lo;
+    xapic_wait_idle();
+    *xapic(XAPIC_ICR_HI) = c->icr_high;
+}
+
+static void wake(struct hv_cpu *c, struct hv_cpu *t)
+{
+    if (t == c)
+        return;                                   /* applied at the end of this exit */
+    __atomic_add_fetch(&t->nmi_sent, 1, __ATOMIC_SEQ_CST);
+    send_ipi(c, ICR_NMI, t->apic_id);
+}
+
+/* ---- set-up ------------------------------------------------------------------ */
+static bool boot_services_gone(void)
+{
+    const uint8_t *st = plat_st;
+
+    return st && *(void *const *)(st + 96) == NULL;   /* EFI_SYSTEM_TABLE.BootServices */
+}
+
+/* PM1a_CNT_BLK from the FADT the guest sees (ACPI 6.5 5.2.9), found through
+ * the EFI configuration table (ACPI 2.0 GUID, then 1.0). */
+static const uint8_t *acpi_rsdp(void)
+{
+    static const uint8_t g20[16] = {0x71, 0xe8, 0x68, 0x88, 0xf1, 0xe4, 0xd3, 0x11,
+                                    0xbc, 0x22, 0x00, 0x80, 0xc7, 0x3c, 0x88, 0x81};
+    static const uint8_t g10[16] = {0x30, 0x2d, 0x9d, 0xeb, 0x88, 0x2d, 0xd3, 0x11,
+                                    0x9a, 0x16, 0x00, 0x90, 0x27, 0x3f, 0xc1, 0x4d};
+    const uint8_t *st = plat_st, *ct, *found = NULL;
+    uint64_t n;
+
+    if (!st)
+        return NULL;
+    n = *(const uint64_t *)(st + 104);
+    ct = *(const uint8_t *const *)(st + 112);
+    for (uint64_t i = 0; ct && i < n && i < 256; i++) {
+        const uint8_t *e = ct + 24 * i;
+
+        if (!memcmp(e, g20, 16))
+            return *(const uint8_t *const *)(e + 16);
+        if (!memcmp(e, g10, 16))
+            found = *(const uint8_t *const *)(e + 16);
+    }
+    return found;
+}
+
+static void acpi_find_pm1a(void)
+{
+    const uint8_t *rsdp = acpi_rsdp(), *sdt;
+    uint32_t len, esz;
+
+    if (!rsdp || memcmp(rsdp, "RSD PTR ", 8))
+        return;
+    if (rsdp[15] >= 2 && *(const uint64_t *)(rsdp + 24)) {
+        sdt = (const uint8_t *)(uintptr_t)*(const uint64_t *)(rsdp + 24);
+        esz = 8;
+    } else {
+        sdt = (const uint8_t *)(uintptr_t)*(const uint32_t *)(rsdp + 16);
+        esz = 4;
+    }
+    len = *(const uint32_t *)(sdt + 4);
+    for (uint32_t off = 36; off + esz <= len; off += esz) {
+        const uint8_t *t = (const uint8_t *)(uintptr_t)(esz == 8 ?
+                               *(const uint64_t *)(sdt + off) : *(const uint32_t *)(sdt + off));
+        uint32_t port;
+
+        if (!t || memcmp(t, "FACP", 4))
+            continue;
+        port = *(const uint32_t *)(t + 64);
+        if (!port && *(const uint32_t *)(t + 4) >= 184 && t[172] == 1)   /* X_PM1a_CNT, I/O */
+            port = (uint32_t)*(const uint64_t *)(t + 176);
+        hv_pm1a_cnt_port = (uint16_t)port;
+        return;
+    }
+}
+
+void hv_smp_global_init(void)
+{
+    uint64_t base = rdmsr(MSR_APIC_BASE);
+
+    /* One CPU: nobody to start, no interception. */
+    if (hv_cpu_total > 1 && (base & APIC_BASE_EN) && !(base & APIC_BASE_EXTD)) {
+        hv_apic_page = base & APIC_BASE_ADDR;
+        hv_apic_protected = true;
+    }
+    acpi_find_pm1a();
+    hv_log("HV: smp apic-page=%llx pm1a-cnt=%x\n", (unsigned long long)hv_apic_page,
+           hv_pm1a_cnt_port);
+}
+
+void hv_smp_cpu_init(struct hv_cpu *c)
+{
+    /* Initial x2APIC ID (leaf 0xB) where there is one, else the xAPIC ID. */
+    if (cpuid2(0, 0).eax >= 0xB && cpuid2(0xB, 0).ebx)
+        c->apic_id = cpuid2(0xB, 0).edx;
+    else
+        c->apic_id = cpuid2(1, 0).ebx >> 24;
+    if (!x2apic_on() && hv_apic_page)
+        c->icr_high = *xapic(XAPIC_ICR_HI);
+}
+
+/* ---- ICR emulation ------------------------------------------------------------- */
+static void record(struct hv_cpu *c, struct hv_cpu *t, unsigned dm, uint8_t vec)
+{
+    bool send = true;
+
+    lock(&t->lock);
+    if (dm == DM_INIT) {
+        t->req = (t->req | REQ_INIT) & ~REQ_SIPI;
+        t->sipi_armed = true;
+    } else if (t->sipi_armed) {
+        t->req |= REQ_SIPI;
+        t->sipi_vector = vec;
+        t->sipi_armed = false;
+    } else {
+        send = false;                              /* a started CPU ignores SIPI */
+    }
+    unlock(&t->lock);
+    HV_TRACE("HV: trace cpu=%u sends %s vec=%x to cpu=%u\n", c->index,
+             dm == DM_INIT ? "init" : "sipi", vec, t->index);
+    if (send)
+        wake(c, t);
+}
+
+static void icr_write(struct hv_cpu *c, uint32_t lo, uint32_t dest, bool x2)
+{
+    unsigned dm = ICR_DM(lo), sh = ICR_SHORTHAND(lo);
+    uint32_t bcast = x2 ? 0xFFFFFFFFu : 0xFFu;
+    bool hit_any = false;
+
+    if (dm != DM_INIT && dm != DM_SIPI)
+        return send_ipi(c, lo, dest);
+    if (dm == DM_INIT && !(lo & ICR_ASSERT) && (lo & ICR_LEVEL))
+        return;                                    /* INIT level de-assert: no-op */
+    if (sh == 0 && (lo & ICR_LOGICAL))
+        hv_panic(c, "icr: logical-destination %s dest=%x\n",
+                 dm == DM_INIT ? "init" : "sipi", dest);
+    for (size_t i = 0; i < hv_cpu_total; i++) {
+        struct hv_cpu *t = hv_cpus[i];
+        uint32_t id = x2 ? t->apic_id : (t->apic_id & 0xFF);
+        bool hit = sh == 0 ? (dest == bcast || dest == id) : sh == 1 ? t == c :
+                   sh == 2 ? true : t != c;
+
+        /* A CPU learns its APIC ID when it is prepared: until then (the
+         * bring-up in vmm_start) it is no guest and gets the real IPI. */
+        if (!t->guest) {
+            if (sh == 0 && dest != bcast)
+                continue;
+            hv_panic(c, "icr: broadcast %s before cpu=%zu is virtualized\n",
+                     dm == DM_INIT ? "init" : "sipi", i);
+        }
+        if (!hit)
+            continue;
+        if (t->left != 1) {
+            record(c, t, dm, lo & 0xFF);
+            hit_any = true;
+        } else {   /* no longer virtualized: the real IPI, to it alone */
+            send_ipi(c, lo & ~((3u << 18) | ICR_LOGICAL), t->apic_id);
+        }
+    }
+    if (sh == 0 && dest != bcast && !hit_any)
+        send_ipi(c, lo, dest);                     /* a CPU that is not our guest */
+}
+
+static void maybe_unprotect(struct hv_cpu *c)
+{
+    if (!hv_apic_protected || !boot_services_gone())
+        return;
+    for (size_t i = 1; i < hv_cpu_total; i++)
+        if (!hv_cpus[i]->os_started)
+            return;
+    hv_apic_protected = false;
+    c->ops->apic_unprotect();
+    hv_log("HV: apic-intercept off cpu=%u: every AP started by the OS\n", c->index);
+}
+
+unsigned hv_apic_mmio_write(struct hv_cpu *c, uint64_t gpa)
+{
+    unsigned off = gpa & 0xFFF;
+    volatile uint32_t *reg = (volatile uint32_t *)(uintptr_t)gpa;
+    uint32_t val;
+    int xr;
+    unsigned len = hv_decode_store32(c, &val, &xr);
+
+    if (xr >= 0 && xr != 4)                        /* XCHG: the old value back */
+        ((uint64_t *)c->regs)[xr] = *reg;
+    if (off == XAPIC_ICR_LO) {
+        icr_write(c, val, c->icr_high >> 24, false);
+    } else {
+        if (off == XAPIC_ICR_HI)
+            c->icr_high = val;
+        *reg = val;
+    }
+    maybe_unprotect(c);
+    return len;
+}
+
+void hv_x2apic_icr_write(struct hv_cpu *c, uint64_t val)
+{
+    icr_write(c, (uint32_t)val, (uint32_t)(val >> 32), true);
+}
+
+/* ---- requests, at the end of every exit ------------------------------------------ */
+static void leave(struct hv_cpu *c)
+{
+    struct hv_guest_paging p;
+
+    if (c->parked) {
+        __atomic_store_n(&c->left, 1, __ATOMIC_RELEASE);
+        c->ops->leave_parked(c);
+    }
+    c->ops->guest_paging(c, &p);
+    if (!(p.efer & EFER_LMA) || !p.cs_long) {       /* devirtualize resumes 64-bit code */
+        __atomic_store_n(&c->left, -1, __ATOMIC_RELEASE);
+        return;
+    }
+    if (!c->ops->can_leave_now(c)) {
+        c->devirt_deferred = true;                 /* again at the next exit */
+        return;
+    }
+    __atomic_store_n(&c->left, 1, __ATOMIC_RELEASE);
+    c->ops->devirtualize(c);
+}
+
+void hv_smp_poll(struct hv_cpu *c)
+{
+    uint32_t req;
+    uint8_t vec;
+
+    if (!c->nmi_pending && !c->req && !c->devirt_deferred)
+        return;                                    /* the common case: plain loads */
+again:
+    if (__atomic_exchange_n(&c->nmi_pending, 0, __ATOMIC_ACQ_REL)) {
+        uint32_t sent = __atomic_load_n(&c->nmi_sent, __ATOMIC_ACQUIRE);
+
+        if (c->nmi_seen != sent)
+            c->nmi_seen = sent;                    /* ours */
+        else
+            c->guest_nmi = true;
+    }
+    if (c->req) {
+        lock(&c->lock);
+        req = c->req;
+        vec = c->sipi_vector;
+        c->req = 0;
+        unlock(&c->lock);
+        if (req & REQ_INIT) {
+            c->ops->park_init(c);
+            c->parked = true;
+        }
+        if ((req & REQ_SIPI) && c->parked) {
+            c->ops->start_sipi(c, vec);
+            c->parked = false;
+            if (boot_services_gone())
+                c->os_started = true;
+        }
+        if (req & REQ_DEVIRT)
+            c->devirt_deferred = true;
+    }
+    if (c->devirt_deferred) {
+        c->devirt_deferred = false;
+        leave(c);
+    }
+    /* Parked: wait here, in the host, for the SIPI (or INIT, devirtualize).
+     * Polling the request word needs no NMI to arrive, so no wake-up can be
+     * lost to an NMI that lands in the host after the check above. */
+    if (c->parked) {
+        c->guest_nmi = false;                      /* wait-for-SIPI blocks NMIs */
+        while (!c->req && !c->nmi_pending)
+            cpu_relax();
+        goto again;
+    }
+    /* An NMI that reached the host after the checks above: take it now.
+     * (A residual window remains between here and VM entry.) */
+    if (c->nmi_pending || c->req)
+        goto again;
+}
+
+/* ---- devirtualization of every CPU ------------------------------------------------ */
+uint64_t hv_devirt_all(struct hv_cpu *c)
+{
+    static volatile int busy;
+    uint64_t mask = 1ull << c->index;
+
+    if (__atomic_exchange_n(&busy, 1, __ATOMIC_ACQUIRE))
+        return 0;                                  /* another CPU is doing it */
+    for (size_t i = 0; i < hv_cpu_total; i++) {
+        struct hv_cpu *t = hv_cpus[i];
+
+        if (t == c || t->left)
+            continue;
+        lock(&t->lock);
+        t->req |= REQ_DEVIRT;
+        unlock(&t->lock);
+        wake(c, t);
+    }
+    for (size_t i = 0; i < hv_cpu_total; i++) {
+        struct hv_cpu *t = hv_cpus[i];
+
+        for (uint64_t n = 0; t != c && !__atomic_load_n(&t->left, __ATOMIC_ACQUIRE) &&
+                             n < 100000000ull; n++)
+            cpu_relax();
+        if (t->left == 1)
+            mask |= 1ull << i;
+    }
+    for (size_t i = 0; i < hv_cpu_total; i++)
+        hv_print_stats(hv_cpus[i]);
+    for (size_t i = 0; i < hv_cpu_total; i++)
+        if (hv_cpus[i] != c)
+            hv_log("HV: devirtualize cpu=%zu %s\n", i, mask & (1ull << i) ? "done" : "refused");
+    return mask;
+}
+
+/* ---- power-off ------------------------------------------------------------------------ */
+void hv_pm1a_write(struct hv_cpu *c, uint32_t val, unsigned size)
+{
+    if (val & (1u << 13)) {                        /* SLP_EN (ACPI 6.5 4.8.3.2.1) */
+        for (size_t i = 0; i < hv_cpu_total; i++)
+            hv_print_stats(hv_cpus[i]);
+        hv_log("HV: poweroff cpu=%u pm1a-cnt=%x value=%x\n", c->index, hv_pm1a_cnt_port, val);
+    }
+    if (size == 1)
+        __asm__ volatile("outb %b0, %w1" : : "a"(val), "Nd"(hv_pm1a_cnt_port));
+    else if (size == 2)
+        __asm__ volatile("outw %w0, %w1" : : "a"(val), "Nd"(hv_pm1a_cnt_port));
+    else
+        __asm__ volatile("outl %0, %w1" : : "a"(val), "Nd"(hv_pm1a_cnt_port));
+}
