@@ -85,9 +85,10 @@ static __attribute__((noinline)) void cpuid1_ecx(struct hv_cpu *c)
 }
 
 /* Every CPUID exits (SDM Vol 3C 26.1.2), so this is the hottest handler: the
- * results go straight into the saved registers, and it is inlined into
- * hv_handle_exit (one frame fewer). */
-static inline __attribute__((always_inline)) void do_cpuid(struct hv_cpu *c)
+ * results go straight into the saved registers.  The backend skips the
+ * instruction itself on its CPUID fast path (hv_cpuid_emulate), or do_cpuid
+ * does through the ops table. */
+void hv_cpuid_emulate(struct hv_cpu *c)
 {
     struct hv_regs *r = c->regs;
     uint32_t leaf = (uint32_t)r->rax;
@@ -101,6 +102,11 @@ static inline __attribute__((always_inline)) void do_cpuid(struct hv_cpu *c)
         cpuid1_ecx(c);
     else if (leaf == 0x80000001)
         r->rcx &= ~CPUID81_ECX_SVM;
+}
+
+static void do_cpuid(struct hv_cpu *c)
+{
+    hv_cpuid_emulate(c);
     c->ops->skip_insn(c);
 }
 
@@ -201,10 +207,6 @@ static void (*const core_handlers[HV_EXIT_COUNT])(struct hv_cpu *) = {
 
 void hv_handle_exit(struct hv_cpu *c, enum hv_exit kind)
 {
-    /* CPUID is the one exit a guest cannot avoid, and it runs in loops
-     * (feature probes, serialization, timing): no table and no extra frame. */
-    if (kind == HV_EXIT_CPUID)
-        return do_cpuid(c);
     if ((unsigned)kind >= HV_EXIT_COUNT || !core_handlers[kind])
         hv_panic(c, "no-core-handler kind=%u\n", (unsigned)kind);
     core_handlers[kind](c);

@@ -171,6 +171,10 @@ int hv_wrmsr_safe(uint32_t msr, uint64_t v);
 
 /* ---- exit.c: shared exit handling ---------------------------------------- */
 void hv_handle_exit(struct hv_cpu *c, enum hv_exit kind);
+/* CPUID's register results only (no instruction skip): for a backend's
+ * fast path.  CPUID is the one exit a guest cannot avoid, and it runs in
+ * loops (feature probes, serialization, timing). */
+void hv_cpuid_emulate(struct hv_cpu *c);
 void hv_count_exit(struct hv_cpu *c, enum hv_exit kind);
 void hv_print_stats(struct hv_cpu *c);
 /* Guest memory the host may touch on the guest's behalf (hypercall buffers). */
@@ -191,6 +195,11 @@ unsigned hv_apic_mmio_write(struct hv_cpu *c, uint64_t gpa);
 void hv_x2apic_icr_write(struct hv_cpu *c, uint64_t val);
 /* At the end of every exit: NMIs and requests from other CPUs. */
 void hv_smp_poll(struct hv_cpu *c);
+/* The cheap test done on every exit before calling hv_smp_poll. */
+static inline bool hv_smp_pending(const struct hv_cpu *c)
+{
+    return c->nmi_pending | c->req | c->devirt_deferred;
+}
 /* HC_DEVIRT: leave VMX everywhere; returns the mask of CPUs that left
  * (this CPU included, which the caller then devirtualizes). */
 uint64_t hv_devirt_all(struct hv_cpu *c);

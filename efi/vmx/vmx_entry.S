@@ -72,7 +72,7 @@ vmx_exit_entry:
     mov %r13, REGS+0x68(%rsp)
     mov %r14, REGS+0x70(%rsp)
     mov %r15, REGS+0x78(%rsp)
-    lea REGS(%rsp), %rcx
+    lea REGS(%rsp), %rdi            /* SysV ABI: see vmx_exit_handler */
     call vmx_exit_handler
     mov REGS+0x00(%rsp), %rax
     mov REGS+0x08(%rsp), %rcx

@@ -16,6 +16,8 @@ struct exit_entry {
     const char *name;
     enum hv_exit kind;
     vmx_handler fn;        /* NULL: core handler for kind, or panic if OTHER */
+    bool insn;             /* caused by an instruction, so never during event
+                              delivery: no IDT-vectoring info (SDM 27.2.4) */
 };
 
 static void exit_nmi(struct hv_cpu *c, uint64_t qual);
@@ -27,28 +29,28 @@ static void exit_cr(struct hv_cpu *c, uint64_t qual);
 static void exit_ept_violation(struct hv_cpu *c, uint64_t qual);
 static void exit_io(struct hv_cpu *c, uint64_t qual);
 
-#define UNEXPECTED(n) {n, HV_EXIT_OTHER, NULL}
-#define VIRT_INSN(n) {n, HV_EXIT_VIRT_INSN, NULL}
+#define UNEXPECTED(n) {n, HV_EXIT_OTHER, NULL, false}
+#define VIRT_INSN(n) {n, HV_EXIT_VIRT_INSN, NULL, true}
 static const struct exit_entry exit_table[] = {
-    [0] = {"exception-or-nmi", HV_EXIT_NMI, exit_nmi},
+    [0] = {"exception-or-nmi", HV_EXIT_NMI, exit_nmi, false},
     [1] = UNEXPECTED("external-interrupt"),
-    [2] = {"triple-fault", HV_EXIT_TRIPLE_FAULT, exit_triple_fault},
-    [3] = {"init", HV_EXIT_INIT, exit_init},
-    [4] = {"sipi", HV_EXIT_SIPI, exit_sipi},
+    [2] = {"triple-fault", HV_EXIT_TRIPLE_FAULT, exit_triple_fault, false},
+    [3] = {"init", HV_EXIT_INIT, exit_init, false},
+    [4] = {"sipi", HV_EXIT_SIPI, exit_sipi, false},
     [5] = UNEXPECTED("io-smi"),
     [6] = UNEXPECTED("other-smi"),
     [7] = UNEXPECTED("interrupt-window"),
-    [8] = {"nmi-window", HV_EXIT_NMI_WINDOW, exit_nmi_window},
+    [8] = {"nmi-window", HV_EXIT_NMI_WINDOW, exit_nmi_window, false},
     [9] = UNEXPECTED("task-switch"),
-    [10] = {"cpuid", HV_EXIT_CPUID, NULL},
+    [10] = {"cpuid", HV_EXIT_CPUID, NULL, true},
     [11] = VIRT_INSN("getsec"),
     [12] = UNEXPECTED("hlt"),
-    [13] = {"invd", HV_EXIT_INVD, NULL},
+    [13] = {"invd", HV_EXIT_INVD, NULL, true},
     [14] = UNEXPECTED("invlpg"),
     [15] = UNEXPECTED("rdpmc"),
     [16] = UNEXPECTED("rdtsc"),
     [17] = UNEXPECTED("rsm"),
-    [18] = {"vmcall", HV_EXIT_HYPERCALL, NULL},
+    [18] = {"vmcall", HV_EXIT_HYPERCALL, NULL, true},
     [19] = VIRT_INSN("vmclear"),
     [20] = VIRT_INSN("vmlaunch"),
     [21] = VIRT_INSN("vmptrld"),
@@ -58,11 +60,11 @@ static const struct exit_entry exit_table[] = {
     [25] = VIRT_INSN("vmwrite"),
     [26] = VIRT_INSN("vmxoff"),
     [27] = VIRT_INSN("vmxon"),
-    [28] = {"cr-access", HV_EXIT_CR, exit_cr},
+    [28] = {"cr-access", HV_EXIT_CR, exit_cr, true},
     [29] = UNEXPECTED("mov-dr"),
-    [30] = {"io-instruction", HV_EXIT_IO, exit_io},
-    [31] = {"rdmsr", HV_EXIT_RDMSR, NULL},
-    [32] = {"wrmsr", HV_EXIT_WRMSR, NULL},
+    [30] = {"io-instruction", HV_EXIT_IO, exit_io, true},
+    [31] = {"rdmsr", HV_EXIT_RDMSR, NULL, true},
+    [32] = {"wrmsr", HV_EXIT_WRMSR, NULL, true},
     [33] = UNEXPECTED("entry-fail-guest-state"),
     [34] = UNEXPECTED("entry-fail-msr-loading"),
     [36] = UNEXPECTED("mwait"),
@@ -75,14 +77,14 @@ static const struct exit_entry exit_table[] = {
     [45] = UNEXPECTED("virtualized-eoi"),
     [46] = UNEXPECTED("gdtr-idtr-access"),
     [47] = UNEXPECTED("ldtr-tr-access"),
-    [48] = {"ept-violation", HV_EXIT_NPF, exit_ept_violation},
+    [48] = {"ept-violation", HV_EXIT_NPF, exit_ept_violation, false},
     [49] = UNEXPECTED("ept-misconfiguration"),
     [50] = VIRT_INSN("invept"),
     [51] = UNEXPECTED("rdtscp"),
     [52] = UNEXPECTED("preemption-timer"),
     [53] = VIRT_INSN("invvpid"),
     [54] = UNEXPECTED("wbinvd"),
-    [55] = {"xsetbv", HV_EXIT_XSETBV, NULL},
+    [55] = {"xsetbv", HV_EXIT_XSETBV, NULL, true},
     [56] = UNEXPECTED("apic-write"),
     [57] = UNEXPECTED("rdrand"),
     [58] = UNEXPECTED("invpcid"),
@@ -103,16 +105,21 @@ static const char *reason_name(uint32_t basic)
 }
 
 /* ---- services for the core --------------------------------------------------- */
-void vmx_skip_insn(struct hv_cpu *c)
+static inline __attribute__((always_inline)) void skip_insn(void)
 {
     uint32_t intr = vmcs_read32(VMCS_GUEST_INTERRUPTIBILITY);
 
-    (void)c;
     vmcs_writenat(VMCS_GUEST_RIP,
                   vmcs_readnat(VMCS_GUEST_RIP) + vmcs_read32(VMCS_EXIT_INSN_LEN));
     /* STI / MOV SS blocking ends with the instruction we just completed. */
     if (intr & (INTR_BLOCK_STI | INTR_BLOCK_MOVSS))
         vmcs_write32(VMCS_GUEST_INTERRUPTIBILITY, intr & ~(INTR_BLOCK_STI | INTR_BLOCK_MOVSS));
+}
+
+void vmx_skip_insn(struct hv_cpu *c)
+{
+    (void)c;
+    skip_insn();
 }
 
 /* Event injection (SDM 25.8.3).  In real mode no error code is pushed
@@ -497,7 +504,10 @@ static void exit_io(struct hv_cpu *c, uint64_t qual)
 }
 
 /* ---- the dispatcher ----------------------------------------------------------------- */
-void vmx_exit_handler(struct hv_regs *regs)
+/* Called by the entry stub, which has saved every guest GPR: with the SysV
+ * ABI RSI and RDI are scratch, so the hottest function saves two registers
+ * fewer than the MS ABI's callee-saved set would make it. */
+__attribute__((sysv_abi)) void vmx_exit_handler(struct hv_regs *regs)
 {
     struct hv_cpu *c = this_cpu();
     uint32_t reason = vmcs_read32(VMCS_EXIT_REASON), basic = reason & 0xFFFF, idt;
@@ -507,26 +517,32 @@ void vmx_exit_handler(struct hv_regs *regs)
     if (reason & (1u << 31))                       /* VM-entry failure: first */
         hv_panic(c, "vm-entry-failure %s qual=%llx\n", reason_name(basic),
                  (unsigned long long)vmcs_readnat(VMCS_EXIT_QUALIFICATION));
-    idt = vmcs_read32(VMCS_IDT_VECTORING_INFO);
-    if (idt & INTR_INFO_VALID)
-        requeue_vectored_event(idt);
     if (basic >= EXIT_TABLE_SIZE || !exit_table[basic].name) {
         c->exits[HV_EXIT_OTHER]++;
         hv_panic(c, "unknown-exit reason=%u qual=%llx\n", basic,
                  (unsigned long long)vmcs_readnat(VMCS_EXIT_QUALIFICATION));
     }
     e = &exit_table[basic];
+    if (!e->insn) {
+        idt = vmcs_read32(VMCS_IDT_VECTORING_INFO);
+        if (idt & INTR_INFO_VALID)
+            requeue_vectored_event(idt);
+    }
     c->exits[e->kind]++;                           /* table kinds are < HV_EXIT_COUNT */
     /* The qualification is read only where it is used: not by the core's
      * handlers (CPUID, MSRs, ...), the common exits. */
-    if (e->fn)
+    if (e->kind == HV_EXIT_CPUID) {                /* the hottest: no ops hop */
+        hv_cpuid_emulate(c);
+        skip_insn();
+    } else if (e->fn)
         e->fn(c, vmcs_readnat(VMCS_EXIT_QUALIFICATION));
     else if (e->kind != HV_EXIT_OTHER)
         hv_handle_exit(c, e->kind);
     else
         hv_panic(c, "%s qual=%llx\n", e->name,
                  (unsigned long long)vmcs_readnat(VMCS_EXIT_QUALIFICATION));
-    hv_smp_poll(c);                                /* other CPUs' requests, NMIs */
+    if (hv_smp_pending(c))
+        hv_smp_poll(c);                            /* other CPUs' requests, NMIs */
     if (c->guest_nmi)
         deliver_pending_nmi(c);
 }
