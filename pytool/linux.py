@@ -114,9 +114,28 @@ def build_hvcheck(root: Path = REPO_ROOT, out: Path | None = None,
     return out
 
 
+MSR_MODULE = "kernel/arch/x86/kernel/msr.ko"   # /dev/cpu/N/msr, for hvcheck's MSR checks
+
+
+def kernel_module(root: Path, module: str) -> Path:
+    """A module file of the fetched kernel package (build/linux/<release>/lib/modules)."""
+    meta = Path(root) / KERNEL_JSON
+    try:
+        release = json.loads(meta.read_text())["release"]
+    except (OSError, ValueError, KeyError) as e:
+        raise LinuxError(f"cannot read {meta}: {e}; run `python3 -m pytool.hostsetup`") \
+            from None
+    path = Path(root) / "build/linux" / release / "lib/modules" / release / module
+    if not path.is_file():
+        raise LinuxError(f"kernel module {path} missing; run `python3 -m pytool.hostsetup`")
+    return path
+
+
 def default_extra_files(root: Path = REPO_ROOT) -> dict[str, Path]:
-    """What the default initramfs carries besides busybox: /bin/hvcheck."""
-    return {"/bin/hvcheck": build_hvcheck(root)}
+    """What the default initramfs carries besides busybox: /bin/hvcheck, and the
+    kernel's msr driver that hvcheck reads MSRs through."""
+    return {"/bin/hvcheck": build_hvcheck(root),
+            "/lib/modules/msr.ko": kernel_module(root, MSR_MODULE)}
 
 
 # ----------------------------------------------------------------------------- cpio
@@ -216,6 +235,8 @@ say() {
 
 say "GUEST-LINUX: userspace up cpus=$(cat /sys/devices/system/cpu/online)"
 
+[ -f /lib/modules/msr.ko ] && insmod /lib/modules/msr.ko   # /dev/cpu/N/msr
+
 if [ -x /bin/hvcheck ]; then
     /bin/hvcheck > /tmp/hvcheck.out 2>&1
     rc=$?
@@ -245,7 +266,7 @@ poweroff -f
 # Applets the init script runs as commands (echo, [ and read are ash builtins, but the
 # symlinks cost nothing and help when someone drops into the shell).
 APPLETS = ("sh", "mount", "mkdir", "cat", "echo", "sleep", "poweroff", "ls", "dmesg",
-           "[", "test")
+           "[", "test", "insmod")
 
 
 def _is_static_elf(path: Path) -> bool:

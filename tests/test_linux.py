@@ -227,14 +227,15 @@ def _run_hvcheck(exe, tmp_path, cmdline="console=ttyS0", **env):
 def _assert_format(lines, rc):
     import re
     pat = re.compile(r"^GUEST-LINUX: (hvcheck |summary |(hv-present|hv-signature|"
-                     r"vmx-hidden|vmcall-ring3-sigill) cpu=\d+ (PASS|FAIL) \S)")
+                     r"vmx-hidden|vmcall-ring3-sigill|msr-gp-reflected|feature-control) cpu=\d+ "
+                     r"(PASS|FAIL) \S)")
     for line in lines:
         assert pat.match(line), line
     m = re.match(r"^GUEST-LINUX: summary pass=(\d+) fail=(\d+)$", lines[-1])
     assert m, lines[-1]
     ncpu = int(re.search(r"cpus=(\d+)", lines[-2]).group(1))
     assert ncpu == len(os.sched_getaffinity(0))
-    assert int(m.group(1)) + int(m.group(2)) == 4 * ncpu
+    assert int(m.group(1)) + int(m.group(2)) == 6 * ncpu
     assert rc == min(int(m.group(2)), 100)
 
 
@@ -272,7 +273,8 @@ def test_hvcheck_hv_mode_expectations(hvcheck_kvm, tmp_path):
                                      HVCHECK_FAKE_SIG="KVMKVMKVM")
     _assert_format(lines, rc)
     assert "mode=hv" in lines[0]                            # only the exact word counts
-    assert {c: set(v) for c, v in checks.items() if c != "vmcall-ring3-sigill"} == \
+    assert {c: set(v) for c, v in checks.items()
+            if c not in ("vmcall-ring3-sigill", "msr-gp-reflected", "feature-control")} == \
         {"hv-present": {"PASS"}, "hv-signature": {"PASS"}, "vmx-hidden": {"PASS"}}
     # Wrong signature, VMX leaked to the guest, no hypervisor bit.
     rc, lines, checks = _run_hvcheck(hvcheck_kvm, tmp_path, HVCHECK_FAKE_ECX1=str(1 << 31 | 1 << 5),
@@ -318,8 +320,9 @@ def test_direct_qemu_boot_hvcheck_baseline(tmp_path):
     serial = res.stdout.decode(errors="replace").replace("\r", "")
     assert res.returncode == 0, f"rc={res.returncode}\n{serial[-3000:]}"
     assert "GUEST-LINUX: hvcheck mode=baseline" in serial, serial[-3000:]
-    for check in ("hv-present", "hv-signature", "vmx-hidden", "vmcall-ring3-sigill"):
+    for check in ("hv-present", "hv-signature", "vmx-hidden", "vmcall-ring3-sigill",
+                  "msr-gp-reflected", "feature-control"):
         for cpu in (0, 1):
             assert f"GUEST-LINUX: {check} cpu={cpu} PASS" in serial, (check, serial[-3000:])
-    assert "GUEST-LINUX: summary pass=8 fail=0" in serial
+    assert "GUEST-LINUX: summary pass=12 fail=0" in serial
     assert "GUEST-LINUX: hvcheck rc=0" in serial

@@ -16,6 +16,15 @@
  *   vmcall-ring3-sigill  VMCALL at CPL 3 raises #UD, i.e. SIGILL (SDM Vol. 3C
  *                        25.1.3/31.3: VMCALL in VMX non-root always exits, and
  *                        the hypervisor must reflect #UD to ring 3)
+ *   msr-gp-reflected     RDMSR of IA32_VMX_BASIC through the kernel's msr
+ *                        driver: with VMX hidden it must #GP as on a CPU
+ *                        without VMX.  The hypervisor intercepts it and
+ *                        reflects #GP; Linux's rdmsr_safe turns that into EIO
+ *                        and the kernel carries on.  (An unknown MSR would not
+ *                        do: Bochs reads those as 0 with ignore_bad_msrs.)
+ *   feature-control      IA32_FEATURE_CONTROL reads locked with VMX off
+ *   (both MSR checks are informational in baseline mode: a bare CPU or an
+ *   emulator decides what they read)
  *
  * Modes: "hv" (default) expects our hypervisor underneath.  With
  * `hvcheck=baseline` on the kernel command line (the --no-hv run), it expects
@@ -29,6 +38,7 @@
 #define _GNU_SOURCE
 #include <cpuid.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <sched.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -37,6 +47,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #ifndef HV_SIGNATURE
 #error "build with -DHV_SIGNATURE='\"...\"' (pytool reads it from efi/core/hv_core.h)"
@@ -46,6 +57,10 @@
 #define ECX1_HV         (1u << 31)
 #define HV_LEAF_BASE    0x40000000u
 #define MAX_FAIL_RC     100
+#define MSR_FEATURE_CONTROL 0x3Au
+#define FC_LOCK         (1u << 0)
+#define FC_VMX_OUTSIDE_SMX (1u << 2)
+#define MSR_VMX_BASIC   0x480u
 
 static int baseline;
 static unsigned pass, fail;
@@ -139,6 +154,45 @@ static int vmcall_ring3(void)
     return got_sig;
 }
 
+/* ---- MSRs through /dev/cpu/N/msr (msr.ko, loaded by /init) ------------- */
+static void check_msrs(int cpu)
+{
+    char path[64];
+    uint64_t v = 0;
+    ssize_t n;
+    int fd, err;
+
+    snprintf(path, sizeof(path), "/dev/cpu/%d/msr", cpu);
+    fd = open(path, O_RDONLY);
+    if (fd < 0) {
+        err = errno;
+        report("msr-gp-reflected", cpu, 0, "cannot open %s errno=%d", path, err);
+        report("feature-control", cpu, 0, "cannot open %s errno=%d", path, err);
+        return;
+    }
+    n = pread(fd, &v, sizeof(v), MSR_VMX_BASIC);
+    err = errno;
+    /* Baseline: whatever the bare CPU does (Bochs's haswell has VMX: it reads). */
+    if (n < 0)
+        report("msr-gp-reflected", cpu, baseline || err == EIO, "rdmsr 0x%x -> errno=%d%s",
+               MSR_VMX_BASIC, err, baseline ? " (baseline: no expectation)" : " expect=EIO");
+    else
+        report("msr-gp-reflected", cpu, baseline, "rdmsr 0x%x -> 0x%llx%s", MSR_VMX_BASIC,
+               (unsigned long long)v, baseline ? " (baseline: no expectation)" : " expect=EIO");
+    n = pread(fd, &v, sizeof(v), MSR_FEATURE_CONTROL);
+    err = errno;
+    if (n != (ssize_t)sizeof(v))
+        report("feature-control", cpu, baseline, "rdmsr 0x3a -> errno=%d%s", err,
+               baseline ? " (baseline: no expectation)" : " expect=locked,vmx-off");
+    else if (baseline)
+        report("feature-control", cpu, 1, "value=0x%llx (baseline: no expectation)",
+               (unsigned long long)v);
+    else
+        report("feature-control", cpu, (v & FC_LOCK) && !(v & FC_VMX_OUTSIDE_SMX),
+               "value=0x%llx expect=locked,vmx-off", (unsigned long long)v);
+    close(fd);
+}
+
 /* ---- the checks for one CPU -------------------------------------------- */
 static void check_cpu(int cpu)
 {
@@ -176,6 +230,7 @@ static void check_cpu(int cpu)
     report("vmcall-ring3-sigill", cpu, s == SIGILL, "signal=%s",
            s == SIGILL ? "SIGILL" : s == SIGSEGV ? "SIGSEGV" :
            s ? "other" : "none (vmcall returned)");
+    check_msrs(cpu);
 }
 
 /* ---- mode and CPUs ----------------------------------------------------- */
