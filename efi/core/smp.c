@@ -420,10 +420,5 @@ void hv_pm1a_write(struct hv_cpu *c, uint32_t val, unsigned size)
             hv_print_stats(hv_cpus[i]);
         hv_log("HV: poweroff cpu=%u pm1a-cnt=%x value=%x\n", c->index, hv_pm1a_cnt_port, val);
     }
-    if (size == 1)
-        __asm__ volatile("outb %b0, %w1" : : "a"(val), "Nd"(hv_pm1a_cnt_port));
-    else if (size == 2)
-        __asm__ volatile("outw %w0, %w1" : : "a"(val), "Nd"(hv_pm1a_cnt_port));
-    else
-        __asm__ volatile("outl %0, %w1" : : "a"(val), "Nd"(hv_pm1a_cnt_port));
+    port_out(hv_pm1a_cnt_port, size, val);
 }

@@ -12,6 +12,57 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* ---- port I/O (one copy for every image) ------------------------------- */
+static inline void outb(uint16_t port, uint8_t v)
+{
+    __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port));
+}
+
+static inline uint8_t inb(uint16_t port)
+{
+    uint8_t v;
+
+    __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port));
+    return v;
+}
+
+static inline void outl(uint16_t port, uint32_t v)
+{
+    __asm__ volatile("outl %0, %1" : : "a"(v), "Nd"(port));
+}
+
+static inline uint32_t inl(uint16_t port)
+{
+    uint32_t v;
+
+    __asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(port));
+    return v;
+}
+
+/* An access of `size` bytes (1, 2 or 4), as an I/O instruction would make. */
+static inline uint32_t port_in(uint16_t port, unsigned size)
+{
+    uint16_t w;
+
+    if (size == 1)
+        return inb(port);
+    if (size == 2) {
+        __asm__ volatile("inw %1, %0" : "=a"(w) : "Nd"(port));
+        return w;
+    }
+    return inl(port);
+}
+
+static inline void port_out(uint16_t port, unsigned size, uint32_t v)
+{
+    if (size == 1)
+        outb(port, (uint8_t)v);
+    else if (size == 2)
+        __asm__ volatile("outw %0, %1" : : "a"((uint16_t)v), "Nd"(port));
+    else
+        outl(port, v);
+}
+
 /* ---- mem.c: the C library subset the compiler may call ----------------- */
 void *memset(void *dst, int c, size_t n);
 void *memcpy(void *restrict dst, const void *restrict src, size_t n);

@@ -23,19 +23,6 @@
 #define LSR_THRE    0x20
 #define THRE_SPINS  1000000 /* ~100 ms of port reads: far above one byte time */
 
-static inline void outb(uint16_t port, uint8_t v)
-{
-    __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port));
-}
-
-static inline uint8_t inb(uint16_t port)
-{
-    uint8_t v;
-
-    __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port));
-    return v;
-}
-
 void serial_init(void)
 {
     if ((inb(COM1 + UART_LCR) & ~LCR_DLAB) == LCR_8N1)

@@ -490,12 +490,7 @@ static void exit_io(struct hv_cpu *c, uint64_t qual)
     if ((qual & 0x10) || port != hv_pm1a_cnt_port)
         hv_panic(c, "io qual=%llx\n", (unsigned long long)qual);
     if (qual & 8) {                                /* IN */
-        if (size == 1)
-            __asm__ volatile("inb %w1, %b0" : "=a"(v) : "Nd"(port));
-        else if (size == 2)
-            __asm__ volatile("inw %w1, %w0" : "=a"(v) : "Nd"(port));
-        else
-            __asm__ volatile("inl %w1, %0" : "=a"(v) : "Nd"(port));
+        v = port_in(port, size);
         c->regs->rax = size == 4 ? (v & mask) : (c->regs->rax & ~(uint64_t)mask) | (v & mask);
     } else {
         hv_pm1a_write(c, (uint32_t)c->regs->rax & mask, size);

@@ -37,19 +37,6 @@ struct _ACPI_TABLE_PROTOCOL {
 static EFI_BOOT_SERVICES *bs;
 
 /* ---- platform probes --------------------------------------------------- */
-static inline void outl(uint16_t port, uint32_t v)
-{
-    __asm__ volatile("outl %0, %1" : : "a"(v), "Nd"(port));
-}
-
-static inline uint32_t inl(uint16_t port)
-{
-    uint32_t v;
-
-    __asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(port));
-    return v;
-}
-
 /* PCI configuration mechanism #1 (ports 0xCF8/0xCFC), bus 0. */
 static uint32_t pci_read32(unsigned dev, unsigned fn, unsigned reg)
 {

@@ -314,8 +314,8 @@ static void end_run(void)
 
     hv_log("GUEST: summary pass=%d fail=%d\n", n_pass, n_fail);
     for (const char *p = shutdown; *p; p++)      /* Bochs: ends the simulation */
-        __asm__ volatile("outb %0, %1" : : "a"(*p), "Nd"((uint16_t)0x8900));
-    __asm__ volatile("outb %0, %1" : : "a"((uint8_t)0), "Nd"((uint16_t)0xF4));
+        outb(0x8900, (uint8_t)*p);
+    outb(0xF4, 0);                               /* QEMU isa-debug-exit: status 0 */
 }
 
 /* Load option "bsp-only": skip the AP phases. */
