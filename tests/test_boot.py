@@ -20,7 +20,7 @@ def _param(sc):
     return pytest.param(sc["name"], marks=marks, id=sc["name"])
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1800)       # each scenario has its own, shorter, deadline
 @pytest.mark.parametrize("name", [_param(sc) for sc in SCENARIOS])
 def test_scenario(boot, name):
     res = boot(name)
