@@ -50,6 +50,8 @@ APT_PACKAGES = {
     "gdisk": "sgdisk -v checks of the GPT disk image",
     "busybox-static": "guest initramfs userland (pytool.linux)",
     "cpio": "initramfs checks",
+    "gcc": "builds hvcheck, the static Linux guest checker",
+    "libc6-dev": "static glibc for hvcheck",
 }
 
 
