@@ -133,16 +133,21 @@ def test_initramfs_missing_busybox(tmp_path):
         linux.build_initramfs(tmp_path / "i.gz", busybox=dyn)
 
 
+@pytest.fixture
+def vmlinuz():
+    """The guest kernel fetched by hostsetup (skips where it was never fetched)."""
+    try:
+        return linux.find_kernel(REPO)
+    except LinuxError as e:
+        pytest.skip(str(e))
+
+
 @pytest.mark.boot
 @pytest.mark.timeout(180)
 @needs_busybox
 @pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu missing")
-def test_direct_qemu_boot(tmp_path):
+def test_direct_qemu_boot(tmp_path, vmlinuz):
     """Boots the guest kernel + initramfs in QEMU TCG without firmware (~6 s)."""
-    try:
-        vmlinuz = linux.find_kernel(REPO)
-    except LinuxError as e:
-        pytest.skip(str(e))
     hv = tmp_path / "hvcheck"
     hv.write_text("#!/bin/sh\necho hvcheck says hi\necho 'GUEST-LINUX: own line'\nexit 3\n")
     hv.chmod(0o755)
@@ -306,12 +311,8 @@ def test_default_initramfs_has_hvcheck(tmp_path):
 @needs_busybox
 @needs_gcc
 @pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu missing")
-def test_direct_qemu_boot_hvcheck_baseline(tmp_path):
+def test_direct_qemu_boot_hvcheck_baseline(tmp_path, vmlinuz):
     """The real hvcheck in QEMU TCG without firmware, in baseline mode (~8 s)."""
-    try:
-        vmlinuz = linux.find_kernel(REPO)
-    except LinuxError as e:
-        pytest.skip(str(e))
     initrd = linux.build_initramfs(tmp_path / "initrd.img")
     cmd = ["timeout", "120", *linux.qemu_direct_boot_cmd(
         vmlinuz, initrd, smp=2, append="console=ttyS0 quiet hvcheck=baseline",
