@@ -45,6 +45,34 @@ static void set_rax_rdx(struct hv_regs *r, uint64_t v)
     r->rdx = v >> 32;
 }
 
+/* ---- AMD: SVM hidden (issue 7; for the CPUID/MSR policy tables) ------------
+ * The guest sees an AMD CPU whose firmware disabled SVM (APM Vol 2 15.4,
+ * 15.30): CPUID 8000_0001 ECX[2] clear and leaf 8000_000A all zeros;
+ * VM_CR reads LOCK and SVMDIS set and cannot be written; VM_HSAVE_PA raises
+ * #GP.  (EFER.SVME reads 0 in efi/svm: EFER is VMCB state.)  The SVM
+ * instructions come here as HV_EXIT_VIRT_INSN: #UD.  Only the SVM backend
+ * intercepts these MSRs. */
+#define CPUID_SVM_LEAF        0x8000000Au
+#define MSR_VM_CR             0xC0010114u
+#define   VM_CR_LOCK          (1ull << 3)
+#define   VM_CR_SVMDIS        (1ull << 4)
+#define MSR_VM_HSAVE_PA       0xC0010117u
+
+/* 1: handled (*v set for a read), -1: #GP, 0: not an SVM MSR. */
+static int amd_svm_msr(uint32_t msr, bool write, uint64_t *v)
+{
+    if (msr == MSR_VM_CR && !write) {
+        if (hv_rdmsr_safe(msr, v))
+            *v = 0;
+        *v |= VM_CR_LOCK | VM_CR_SVMDIS;
+        return 1;
+    }
+    if (msr == MSR_VM_CR || msr == MSR_VM_HSAVE_PA)
+        return -1;
+    return 0;
+}
+/* ---- end of the AMD block ---------------------------------------------------- */
+
 /* ---- CPUID ------------------------------------------------------------- */
 #define CPUID1_ECX_VMX        (1u << 5)
 #define CPUID1_ECX_OSXSAVE    (1u << 27)
@@ -102,6 +130,8 @@ void hv_cpuid_emulate(struct hv_cpu *c)
         cpuid1_ecx(c);
     else if (leaf == 0x80000001)
         r->rcx &= ~CPUID81_ECX_SVM;
+    else if (leaf == CPUID_SVM_LEAF)           /* AMD hiding, see below */
+        r->rax = r->rbx = r->rcx = r->rdx = 0;
 }
 
 static void do_cpuid(struct hv_cpu *c)
@@ -126,10 +156,11 @@ static void do_rdmsr(struct hv_cpu *c)
 {
     uint32_t msr = (uint32_t)c->regs->rcx;
     uint64_t v;
+    int amd = amd_svm_msr(msr, false, &v);
 
-    if (msr >= MSR_VMX_FIRST && msr <= MSR_VMX_LAST)
-        return inject_gp(c);                   /* as on a CPU without VMX */
-    if (hv_rdmsr_safe(msr, &v))
+    if (amd < 0 || (msr >= MSR_VMX_FIRST && msr <= MSR_VMX_LAST))
+        return inject_gp(c);                   /* as on a CPU without VMX/SVM */
+    if (!amd && hv_rdmsr_safe(msr, &v))
         return inject_gp(c);
     if (msr == MSR_FEATURE_CONTROL)            /* locked, VMX off */
         v = (v | FC_LOCK) & ~(FC_VMX_IN_SMX | FC_VMX_OUTSIDE_SMX);
@@ -142,7 +173,8 @@ static void do_wrmsr(struct hv_cpu *c)
     uint32_t msr = (uint32_t)c->regs->rcx;
     uint64_t v = (c->regs->rdx << 32) | (uint32_t)c->regs->rax;
 
-    if (msr == MSR_FEATURE_CONTROL || (msr >= MSR_VMX_FIRST && msr <= MSR_VMX_LAST))
+    if (msr == MSR_FEATURE_CONTROL || (msr >= MSR_VMX_FIRST && msr <= MSR_VMX_LAST) ||
+        amd_svm_msr(msr, true, &v))
         return inject_gp(c);                   /* locked / not present */
     if (msr == MSR_X2APIC_ICR && (rdmsr(MSR_APIC_BASE) & (1ull << 10))) {
         hv_x2apic_icr_write(c, v);             /* INIT/SIPI emulated (smp.c) */

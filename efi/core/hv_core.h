@@ -9,6 +9,8 @@
 #include "hv.h"
 #include "x86.h"
 
+/* The VT-x backend's static per-CPU array (efi/vmx) still caps it at this;
+ * the core and the SVM backend size per-CPU state from MP Services. */
 #define HV_MAX_CPUS 64
 
 /* Debug-build-only log lines (HV_DEBUG comes from edk2-config.yaml). */
@@ -148,7 +150,7 @@ static inline struct hv_cpu *this_cpu(void)
 /* ---- vmm.c -------------------------------------------------------------- */
 extern const struct hv_caps *hv_caps_now;
 extern size_t hv_cpu_total;
-extern struct hv_cpu *hv_cpus[HV_MAX_CPUS];
+extern struct hv_cpu **hv_cpus;         /* hv_cpu_total entries, in the pool */
 /* Zeroed pages from the hypervisor's one protected pool (never freed). */
 void *hv_alloc(size_t pages);
 /* The pool (and the resident image inside it): what EPT/NPT must hide. */
@@ -212,6 +214,16 @@ extern void *plat_st;
 /* ---- insn.c: guest memory by linear address, the MMIO store decoder ------ */
 int hv_guest_read_linear(const struct hv_guest_paging *p, uint64_t la, void *buf, unsigned n);
 unsigned hv_decode_store32(struct hv_cpu *c, uint32_t *val, int *xchg_reg);
+
+/* ---- insn_len.c: the exiting instruction's length from its bytes --------- */
+/* For a CPU that does not report it (SVM without NRIPS).  Panics with the
+ * bytes on anything that is not an instruction we intercept. */
+unsigned hv_insn_len(struct hv_cpu *c);
+unsigned hv_insn_len_decode(const uint8_t *b, unsigned n, bool long_mode);
+
+/* ---- resume.S: devirtualization's last step (IRETQ into the guest) ------ */
+void hv_resume_native(const struct hv_regs *regs, const uint64_t frame[5], uint64_t cr3)
+    __attribute__((noreturn));
 
 /* ---- hypercall.c ---------------------------------------------------------- */
 void hv_hypercall(struct hv_cpu *c);

@@ -18,13 +18,13 @@
 
 const struct hv_caps *hv_caps_now;
 size_t hv_cpu_total;
-struct hv_cpu *hv_cpus[HV_MAX_CPUS];
+struct hv_cpu **hv_cpus;
 
 /* Hand-over from the host-side setup (copy) to the guest-side launcher
  * (original image).  Lives in the original image. */
 struct vmm_boot {
-    struct hv_cpu *cpu[HV_MAX_CPUS];
-    volatile int status[HV_MAX_CPUS];      /* 1: guest now, -1: failed */
+    struct hv_cpu **cpu;                   /* hv_cpu_total entries, outside the pool */
+    volatile int *status;                  /* 1: guest now, -1: failed */
     int (*prepare)(struct hv_cpu *c);      /* copy: enable VMX, build the VMCS */
     int (*launch)(void);                   /* original: returns 0 as a guest */
     void (*launch_failed)(struct hv_cpu *c, int rc);
@@ -37,7 +37,7 @@ static size_t pool_pages, pool_used;
 static volatile int pool_lock;
 static const struct hv_backend_ops *ops;
 
-#define PERCPU_PAGES 14          /* see host_cpu_init and vmx_cpu_alloc */
+#define PERCPU_PAGES 16          /* host_cpu_init + vmx (VMXON, VMCS) or svm (4 pages) */
 #define SHARED_PAGES 28          /* IDT, host page tables, MSR/I-O bitmaps, slack */
 
 void *hv_alloc(size_t pages)
@@ -164,6 +164,9 @@ __attribute__((noinline)) static int vmm_prepare(const struct hv_caps *caps, uin
         hv_log("HV: skip reason=%s\n", caps->skip_reason ? caps->skip_reason : "no-virt");
         return -1;
     }
+    hv_cpus = hv_alloc((hv_cpu_total * sizeof(*hv_cpus) + 4095) / 4096);
+    if (!hv_cpus)
+        return -1;
     hv_smp_global_init();          /* before EPT: it protects the APIC page */
     if (host_env_init() || ops->global_init())
         return -1;
@@ -192,7 +195,7 @@ static struct vmm_boot boot;
 static void cpu_entry(void *ctx, size_t index)
 {
     struct vmm_boot *b = ctx;
-    struct hv_cpu *c = index < HV_MAX_CPUS ? b->cpu[index] : NULL;
+    struct hv_cpu *c = index < hv_cpu_total ? b->cpu[index] : NULL;
     int rc;
 
     if (!c)
@@ -216,7 +219,8 @@ static size_t pool_estimate(size_t image_pages, size_t ncpu)
      * the pool; without 1 GiB pages EPT needs one PD per GiB instead. */
     if (!(cpuid2(0x80000001, 0).edx & (1u << 26)))
         pdpts *= 512;
-    return image_pages + SHARED_PAGES + PERCPU_PAGES * ncpu + 1 + pdpts + 16;
+    /* NPT has the same layout; hv_cpus takes one page per 512 CPUs. */
+    return image_pages + SHARED_PAGES + PERCPU_PAGES * ncpu + ncpu / 512 + 1 + 1 + pdpts + 16;
 }
 
 static bool feature_control_allows_vmx(void)
@@ -247,10 +251,22 @@ int vmm_start(const struct hv_caps *caps)
     }
     ncpu = plat_cpu_count();
     ncpu = ncpu ? ncpu : 1;
-    if (ncpu > HV_MAX_CPUS || pe_layout(__ImageBase, &l)) {
-        hv_log("HV: skip reason=%s\n", ncpu > HV_MAX_CPUS ? "too-many-cpus" : "image-header");
+    /* Only the VT-x backend still has a static per-CPU array (vmx_cpus). */
+    if (caps->virt == HV_VIRT_VMX && ncpu > HV_MAX_CPUS) {
+        hv_log("HV: skip reason=too-many-cpus cpus=%zu max=%u\n", ncpu, HV_MAX_CPUS);
         return -1;
     }
+    if (pe_layout(__ImageBase, &l)) {
+        hv_log("HV: skip reason=image-header\n");
+        return -1;
+    }
+    boot.cpu = plat_alloc_pages((ncpu * (sizeof(*boot.cpu) + sizeof(*boot.status)) + 4095) /
+                                4096);
+    if (!boot.cpu) {
+        hv_log("HV: skip reason=no-memory cpus=%zu\n", ncpu);
+        return -1;
+    }
+    boot.status = (volatile int *)(boot.cpu + ncpu);
     hv_log_serial_only();        /* CPU callbacks below run on APs too */
     hv_cpu_total = ncpu;         /* set before the copy, so the copy has it */
     image_pages = (l.size + 4095) / 4096;

@@ -21,8 +21,13 @@
 #define N_EXIT_KINDS 15
 #define AP_TIMEOUT_US (5 * 1000 * 1000)
 
-uint64_t gt_hypercall(uint64_t fn, uint64_t a1, uint64_t a2, uint64_t out[2]);
+uint64_t gt_hypercall_intel(uint64_t fn, uint64_t a1, uint64_t a2, uint64_t out[2])
+    __asm__("gt_hypercall");
+uint64_t gt_hypercall_amd(uint64_t fn, uint64_t a1, uint64_t a2, uint64_t out[2]);
 int gt_try_vmxon(const uint64_t *pa);
+int gt_try_vmrun(const uint64_t *pa);
+int gt_try_stgi(void);
+int gt_try_hypercall_magic(uint32_t magic, int amd);
 int gt_try_read(const volatile uint32_t *p, uint32_t *out);
 int gt_try_xsetbv(uint64_t xcr0);
 int gt_try_rdmsr(uint32_t msr, uint64_t *v);
@@ -32,6 +37,7 @@ extern char gt_ud_stub[], gt_gp_stub[];
 static EFI_SYSTEM_TABLE *st;
 static EFI_MP_SERVICES_PROTOCOL *mp;
 static volatile int n_pass, n_fail;
+static bool amd;                 /* AuthenticAMD: SVM checks, VMMCALL */
 
 static void result(const char *check, bool ok, size_t cpu, const char *detail)
 {
@@ -56,6 +62,19 @@ static uint64_t rdtsc(void)
 
     __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
     return ((uint64_t)hi << 32) | lo;
+}
+
+/* The hypercall instruction of this vendor: VMCALL (Intel) or VMMCALL (AMD). */
+static uint64_t gt_hypercall(uint64_t fn, uint64_t a1, uint64_t a2, uint64_t out[2])
+{
+    return amd ? gt_hypercall_amd(fn, a1, a2, out) : gt_hypercall_intel(fn, a1, a2, out);
+}
+
+static bool vendor_is_amd(void)
+{
+    struct cpuid_out v = cpuid(0);
+
+    return v.b == 0x68747541 && v.d == 0x69746E65 && v.c == 0x444D4163;  /* AuthenticAMD */
 }
 
 /* ---- temporary #UD/#GP handlers ------------------------------------------ */
@@ -114,7 +133,52 @@ static void check_hv_present(size_t cpu)
     hv_snprintf(detail, sizeof(detail), "sig=%s max=%x", sig, base.a);
     result("hv-present", (l1.c >> 31) & 1 && !strcmp(sig, "MicroHvisor!") &&
                          base.a >= 0x40000001 && cpuid(0x40000001).a == 1, cpu, detail);
-    result("vmx-hidden", !((l1.c >> 5) & 1), cpu, NULL);
+    if (!amd) {
+        result("vmx-hidden", !((l1.c >> 5) & 1), cpu, NULL);
+    } else {
+        struct cpuid_out e1 = cpuid(0x80000001), ea = cpuid(0x8000000A);
+
+        hv_snprintf(detail, sizeof(detail), "ecx81=%x leaf8000000a=%x/%x/%x/%x", e1.c, ea.a,
+                    ea.b, ea.c, ea.d);
+        result("svm-hidden", !((e1.c >> 2) & 1) && !(ea.a | ea.b | ea.c | ea.d), cpu, detail);
+    }
+}
+
+/* AMD: a CPU whose firmware disabled SVM (APM Vol 2 15.4). */
+static void check_traps_amd(size_t cpu)
+{
+    static _Alignas(4096) uint8_t region[4096];
+    uint64_t pa = (uint64_t)(uintptr_t)region, efer = 0, vmcr = 0, hs = 0;
+    struct saved_gates s;
+    int vec_run, vec_stgi, vec_efer, vec_cr, vec_crw, vec_hs, vec_xs = -2;
+    char d[64];
+
+    traps_install(&s);
+    vec_run = gt_try_vmrun(&pa);
+    vec_stgi = gt_try_stgi();
+    vec_efer = gt_try_rdmsr(0xC0000080, &efer);
+    vec_cr = gt_try_rdmsr(0xC0010114, &vmcr);
+    vec_crw = gt_try_wrmsr(0xC0010114, vmcr & ~0x18ull);
+    vec_hs = gt_try_rdmsr(0xC0010117, &hs);
+    if (cpuid(1).c & (1u << 27))
+        vec_xs = gt_try_xsetbv(2);
+    traps_remove(&s);
+    hv_snprintf(d, sizeof(d), "vec=%d", vec_run);
+    result("vmrun-ud", vec_run == 6, cpu, d);
+    hv_snprintf(d, sizeof(d), "vec=%d", vec_stgi);
+    result("stgi-ud", vec_stgi == 6, cpu, d);
+    hv_snprintf(d, sizeof(d), "vec=%d efer=%llx", vec_efer, (unsigned long long)efer);
+    result("efer-svme-hidden", vec_efer == -1 && !(efer & (1u << 12)), cpu, d);
+    hv_snprintf(d, sizeof(d), "vec=%d value=%llx", vec_cr, (unsigned long long)vmcr);
+    result("vm-cr-locked", vec_cr == -1 && (vmcr & 0x18) == 0x18, cpu, d);
+    hv_snprintf(d, sizeof(d), "vec=%d", vec_crw);
+    result("vm-cr-write-gp", vec_crw == 13, cpu, d);
+    hv_snprintf(d, sizeof(d), "vec=%d", vec_hs);
+    result("vm-hsave-gp", vec_hs == 13, cpu, d);
+    if (vec_xs != -2) {
+        hv_snprintf(d, sizeof(d), "vec=%d", vec_xs);
+        result("xsetbv-invalid-gp", vec_xs == 13, cpu, d);
+    }
 }
 
 static void check_traps(size_t cpu)
@@ -161,7 +225,10 @@ static void check_version(size_t cpu)
 static void per_cpu_checks(size_t cpu)
 {
     check_hv_present(cpu);
-    check_traps(cpu);
+    if (amd)
+        check_traps_amd(cpu);
+    else
+        check_traps(cpu);
     check_version(cpu);
 }
 
@@ -183,6 +250,20 @@ static void check_stats_and_log(void)
     result("vmcall-log", s == 0, 0, NULL);
     s = gt_hypercall(0x77, 0, 0, out);
     result("vmcall-bad-function", (int64_t)s == -1, 0, NULL);
+}
+
+/* Another magic: the hypercall instruction behaves as without a hypervisor. */
+static void check_bad_magic(void)
+{
+    struct saved_gates g;
+    int vec;
+    char d[32];
+
+    traps_install(&g);
+    vec = gt_try_hypercall_magic(0x12345678, amd);
+    traps_remove(&g);
+    hv_snprintf(d, sizeof(d), "vec=%d", vec);
+    result("vmcall-bad-magic-ud", vec == 6, 0, d);
 }
 
 static void check_protection(void)
@@ -345,13 +426,15 @@ EFI_STATUS EFIAPI efi_main(EFI_HANDLE image, EFI_SYSTEM_TABLE *systab)
 
     st = systab;
     serial_init();
+    amd = vendor_is_amd();
     if (option_bsp_only(image) ||
         EFI_ERROR(st->BootServices->LocateProtocol(&mp_guid, NULL, (VOID **)&mp)))
         mp = NULL;
-    hv_log("GUEST: start aps=%s\n", mp ? "on" : "off");
+    hv_log("GUEST: start aps=%s vendor=%s\n", mp ? "on" : "off", amd ? "amd" : "intel");
     per_cpu_checks(0);
     on_each_ap(per_cpu_checks);
     check_stats_and_log();
+    check_bad_magic();
     check_protection();
     bench_cpuid();
     devirt_all();

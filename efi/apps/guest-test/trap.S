@@ -20,6 +20,19 @@ gt_hypercall:
     pop %rbx
     ret
 
+/* The same with VMMCALL (AMD). */
+    .globl gt_hypercall_amd
+gt_hypercall_amd:
+    push %rbx
+    mov %r9, %r11
+    mov %rcx, %rax
+    mov $0x48564D43, %ecx
+    vmmcall
+    mov %rdx, 0(%r11)
+    mov %r8, 8(%r11)
+    pop %rbx
+    ret
+
     .data
     .globl gt_trap_vec
 gt_trap_vec:    .long -1
@@ -103,3 +116,34 @@ gt_try_rdmsr:
     or %rdx, %rax
     mov %rax, (%r9)
     TRY_END
+
+/* int gt_try_vmrun(const uint64_t *pa) */
+    .globl gt_try_vmrun
+gt_try_vmrun:
+    TRY_BEGIN
+    mov (%rcx), %rax
+    vmrun %rax
+    TRY_END
+
+/* int gt_try_stgi(void) */
+    .globl gt_try_stgi
+gt_try_stgi:
+    TRY_BEGIN
+    stgi
+    TRY_END
+
+/* int gt_try_hypercall_magic(uint32_t magic, int amd): HC_VERSION with the
+ * given magic in RCX; the vector raised, or -1. */
+    .globl gt_try_hypercall_magic
+gt_try_hypercall_magic:
+    push %rbx
+    TRY_BEGIN
+    xor %eax, %eax
+    test %edx, %edx
+    jnz 1f
+    vmcall
+    jmp 9f
+1:  vmmcall
+9:  movl gt_trap_vec(%rip), %eax
+    pop %rbx
+    ret

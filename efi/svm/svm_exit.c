@@ -1,0 +1,510 @@
+/*
+ * svm_exit.c - #VMEXIT decoding and the SVM-specific handlers.
+ *
+ * Every exit code (APM Vol 2 Appendix C) goes through one table that names
+ * it and gives its arch-neutral kind (counted; handled by efi/core/exit.c
+ * when the entry has no SVM handler) and optionally an SVM handler.  A code
+ * with neither is unexpected: panic with its decoded name.
+ */
+#include "svm.h"
+#include "hv_lib.h"
+
+typedef void (*svm_handler)(struct hv_cpu *c, struct vmcb *v);
+
+struct exit_entry {
+    const char *name;
+    enum hv_exit kind;
+    svm_handler fn;        /* NULL: core handler for kind, or panic if OTHER */
+};
+
+static void exit_nmi(struct hv_cpu *c, struct vmcb *v);
+static void exit_vintr(struct hv_cpu *c, struct vmcb *v);
+static void exit_io(struct hv_cpu *c, struct vmcb *v);
+static void exit_msr(struct hv_cpu *c, struct vmcb *v);
+static void exit_shutdown(struct hv_cpu *c, struct vmcb *v);
+
+#define VIRT_INSN(n) {n, HV_EXIT_VIRT_INSN, NULL}
+static const struct exit_entry exit_table[] = {
+    [VMEXIT_INTR] = {"intr", HV_EXIT_OTHER, NULL},
+    [VMEXIT_NMI] = {"nmi", HV_EXIT_NMI, exit_nmi},
+    [VMEXIT_SMI] = {"smi", HV_EXIT_OTHER, NULL},
+    [VMEXIT_INIT] = {"init", HV_EXIT_OTHER, NULL},
+    [VMEXIT_VINTR] = {"vintr", HV_EXIT_NMI_WINDOW, exit_vintr},
+    [VMEXIT_CPUID] = {"cpuid", HV_EXIT_CPUID, NULL},
+    [VMEXIT_INVD] = {"invd", HV_EXIT_INVD, NULL},
+    [VMEXIT_HLT] = {"hlt", HV_EXIT_OTHER, NULL},
+    [VMEXIT_INVLPGA] = VIRT_INSN("invlpga"),
+    [VMEXIT_IOIO] = {"ioio", HV_EXIT_IO, exit_io},
+    [VMEXIT_MSR] = {"msr", HV_EXIT_RDMSR, exit_msr},
+    [VMEXIT_SHUTDOWN] = {"shutdown", HV_EXIT_TRIPLE_FAULT, exit_shutdown},
+    [VMEXIT_VMRUN] = VIRT_INSN("vmrun"),
+    [VMEXIT_VMMCALL] = {"vmmcall", HV_EXIT_HYPERCALL, NULL},
+    [VMEXIT_VMLOAD] = VIRT_INSN("vmload"),
+    [VMEXIT_VMSAVE] = VIRT_INSN("vmsave"),
+    [VMEXIT_STGI] = VIRT_INSN("stgi"),
+    [VMEXIT_CLGI] = VIRT_INSN("clgi"),
+    [VMEXIT_SKINIT] = VIRT_INSN("skinit"),
+    [VMEXIT_XSETBV] = {"xsetbv", HV_EXIT_XSETBV, NULL},
+};
+#define EXIT_TABLE_SIZE (sizeof(exit_table) / sizeof(exit_table[0]))
+
+/* ---- services for the core ---------------------------------------------------- */
+/* The next RIP: from the CPU with NRIPS (APM 15.7.1), else decoded from the
+ * guest's instruction bytes (efi/core/insn_len.c).  The interrupt shadow of
+ * a STI/MOV SS ends with the instruction completed. */
+void svm_skip_insn(struct hv_cpu *c)
+{
+    struct vmcb *v = vmcb_of(c);
+
+    if (svm.features & SVM_F_NRIPS)
+        v->save.rip = v->ctl.next_rip;
+    else
+        v->save.rip += hv_insn_len(c);
+    v->ctl.int_state &= ~INT_SHADOW;
+}
+
+/* Event injection (APM 15.20).  Real mode pushes no error code. */
+void svm_inject_exception(struct hv_cpu *c, uint8_t vec, bool has_err, uint32_t err)
+{
+    struct vmcb *v = vmcb_of(c);
+    uint64_t e = vec | EVT_TYPE_EXC | EVT_VALID;
+
+    if (has_err && (v->save.cr0 & CR0_PE))
+        e |= EVT_ERR_VALID | ((uint64_t)err << 32);
+    v->ctl.eventinj = e;
+}
+
+unsigned svm_guest_cpl(struct hv_cpu *c) { return vmcb_of(c)->save.cpl & 3; }
+uint64_t svm_guest_rip(struct hv_cpu *c) { return vmcb_of(c)->save.rip; }
+uint64_t svm_guest_cr4(struct hv_cpu *c) { return vmcb_of(c)->save.cr4; }
+
+void svm_guest_paging(struct hv_cpu *c, struct hv_guest_paging *p)
+{
+    struct vmcb *v = vmcb_of(c);
+
+    p->cr0 = v->save.cr0;
+    p->cr3 = v->save.cr3;
+    p->cr4 = v->save.cr4;
+    p->efer = v->save.efer;
+    p->cs_base = v->save.cs.base;
+    p->rip = v->save.rip;
+    p->rsp = v->save.rsp;
+    p->cs_long = (v->save.cs.attrib >> 9) & 1;     /* descriptor bit 53 */
+    p->cs_32 = (v->save.cs.attrib >> 10) & 1;      /* descriptor bit 54 */
+}
+
+static void dump_seg(const char *n, const struct vmcb_seg *s)
+{
+    hv_log("HV: guest %s sel=%x attrib=%x limit=%x base=%llx\n", n, s->sel, s->attrib,
+           s->limit, (unsigned long long)s->base);
+}
+
+void svm_dump_guest(struct hv_cpu *c)
+{
+    struct vmcb *v = vmcb_of(c);
+    struct hv_regs *r = c->regs;
+
+    hv_log("HV: guest cpu=%u rip=%llx rsp=%llx rflags=%llx cpl=%u cr0=%llx cr3=%llx "
+           "cr4=%llx efer=%llx\n", c->index, (unsigned long long)v->save.rip,
+           (unsigned long long)v->save.rsp, (unsigned long long)v->save.rflags, v->save.cpl,
+           (unsigned long long)v->save.cr0, (unsigned long long)v->save.cr3,
+           (unsigned long long)v->save.cr4, (unsigned long long)v->save.efer);
+    dump_seg("es", &v->save.es);
+    dump_seg("cs", &v->save.cs);
+    dump_seg("ss", &v->save.ss);
+    dump_seg("ds", &v->save.ds);
+    dump_seg("fs", &v->save.fs);
+    dump_seg("gs", &v->save.gs);
+    dump_seg("ldtr", &v->save.ldtr);
+    dump_seg("tr", &v->save.tr);
+    hv_log("HV: guest gdtr=%llx/%x idtr=%llx/%x dr6=%llx dr7=%llx pat=%llx\n",
+           (unsigned long long)v->save.gdtr.base, v->save.gdtr.limit,
+           (unsigned long long)v->save.idtr.base, v->save.idtr.limit,
+           (unsigned long long)v->save.dr6, (unsigned long long)v->save.dr7,
+           (unsigned long long)v->save.g_pat);
+    hv_log("HV: vmcb exitcode=%llx info1=%llx info2=%llx intinfo=%llx eventinj=%llx "
+           "int-state=%llx asid=%u tlb=%u np=%llx ncr3=%llx icpt=%x/%x\n",
+           (unsigned long long)v->ctl.exitcode, (unsigned long long)v->ctl.exitinfo1,
+           (unsigned long long)v->ctl.exitinfo2, (unsigned long long)v->ctl.exitintinfo,
+           (unsigned long long)v->ctl.eventinj, (unsigned long long)v->ctl.int_state,
+           v->ctl.asid, v->ctl.tlb_control, (unsigned long long)v->ctl.np_enable,
+           (unsigned long long)v->ctl.n_cr3, v->ctl.icpt3, v->ctl.icpt4);
+    if (r)
+        hv_log("HV: guest rax=%llx rbx=%llx rcx=%llx rdx=%llx rsi=%llx rdi=%llx rbp=%llx\n",
+               (unsigned long long)r->rax, (unsigned long long)r->rbx,
+               (unsigned long long)r->rcx, (unsigned long long)r->rdx,
+               (unsigned long long)r->rsi, (unsigned long long)r->rdi,
+               (unsigned long long)r->rbp);
+}
+
+/* ---- VMEXIT_INVALID: which VMRUN consistency check failed (APM 15.5.1) -------- */
+struct vmcb_check {
+    const char *what;
+    bool (*bad)(const struct vmcb *v);
+};
+
+#define LONG_PAGING(v) (((v)->save.efer & EFER_LME) && ((v)->save.cr0 & CR0_PG))
+static bool bad_svme(const struct vmcb *v) { return !(v->save.efer & EFER_SVME); }
+static bool bad_cd_nw(const struct vmcb *v)
+{
+    return !(v->save.cr0 & (1ull << 30)) && (v->save.cr0 & (1ull << 29));
+}
+static bool bad_cr0_hi(const struct vmcb *v) { return v->save.cr0 >> 32; }
+static bool bad_dr_hi(const struct vmcb *v) { return (v->save.dr6 | v->save.dr7) >> 32; }
+static bool bad_efer_rsvd(const struct vmcb *v) { return v->save.efer >> 22; }
+static bool bad_pae(const struct vmcb *v) { return LONG_PAGING(v) && !(v->save.cr4 & 0x20); }
+static bool bad_pe(const struct vmcb *v) { return LONG_PAGING(v) && !(v->save.cr0 & CR0_PE); }
+static bool bad_cs_ld(const struct vmcb *v)
+{
+    return LONG_PAGING(v) && (v->save.cs.attrib & 0x600) == 0x600;
+}
+static bool bad_vmrun_icpt(const struct vmcb *v) { return !(v->ctl.icpt4 & ICPT_VMRUN); }
+static bool bad_asid(const struct vmcb *v) { return v->ctl.asid == 0; }
+static bool bad_evt(const struct vmcb *v)
+{
+    unsigned t = (v->ctl.eventinj >> 8) & 7;
+
+    return (v->ctl.eventinj & EVT_VALID) && (t == 1 || t > 4);
+}
+
+static const struct vmcb_check vmcb_checks[] = {
+    {"efer.svme=0", bad_svme},
+    {"cr0.cd=0-with-cr0.nw=1", bad_cd_nw},
+    {"cr0[63:32]!=0", bad_cr0_hi},
+    {"dr6/dr7[63:32]!=0", bad_dr_hi},
+    {"efer-reserved-bits", bad_efer_rsvd},
+    {"long-paging-without-cr4.pae", bad_pae},
+    {"long-paging-without-cr0.pe", bad_pe},
+    {"cs.l=1-and-cs.d=1", bad_cs_ld},
+    {"vmrun-not-intercepted", bad_vmrun_icpt},
+    {"asid=0", bad_asid},
+    {"eventinj-bad-type", bad_evt},
+};
+
+static void explain_invalid(struct hv_cpu *c, struct vmcb *v)
+{
+    unsigned n = 0;
+
+    for (size_t i = 0; i < sizeof(vmcb_checks) / sizeof(vmcb_checks[0]); i++)
+        if (vmcb_checks[i].bad(v)) {
+            hv_log("HV: vmcb-check cpu=%u failed %s\n", c->index, vmcb_checks[i].what);
+            n++;
+        }
+    if (!n)
+        hv_log("HV: vmcb-check cpu=%u none of the known checks failed\n", c->index);
+    svm_dump_guest(c);
+}
+
+/* ---- NMIs and event windows ----------------------------------------------------- */
+/* The NMI stays pending while GIF = 0 (APM 15.13.2): take it now on the
+ * host's IDT (host.S marks nmi_pending); the core decides whose it was. */
+static void exit_nmi(struct hv_cpu *c, struct vmcb *v)
+{
+    (void)v;
+    c->nmi_pending = 1;
+    __asm__ volatile("stgi; nop; nop; clgi" ::: "memory");
+}
+
+/* The virtual-interrupt window (V_IRQ with VINTR intercepted) stands in for
+ * VT-x's NMI window: the guest can take an event now. */
+static void want_window(struct vmcb *v)
+{
+    v->ctl.vintr |= V_IRQ | (1ull << 20) | (0xFull << 16);   /* V_IGN_TPR, priority 15 */
+    v->ctl.icpt3 |= ICPT_VINTR;
+}
+
+static void exit_vintr(struct hv_cpu *c, struct vmcb *v)
+{
+    (void)c;
+    v->ctl.vintr &= ~(V_IRQ | (1ull << 20) | (0xFull << 16));
+    v->ctl.icpt3 &= ~ICPT_VINTR;
+}
+
+static void deliver_pending_nmi(struct hv_cpu *c, struct vmcb *v)
+{
+    if ((v->ctl.eventinj & EVT_VALID) || (v->ctl.int_state & INT_SHADOW)) {
+        want_window(v);
+        return;
+    }
+    v->ctl.eventinj = VEC_NMI | EVT_TYPE_NMI | EVT_VALID;
+    c->guest_nmi = false;
+}
+
+bool svm_can_leave_now(struct hv_cpu *c)
+{
+    struct vmcb *v = vmcb_of(c);
+
+    if (!(v->ctl.eventinj & EVT_VALID) && !c->guest_nmi)
+        return true;
+    want_window(v);
+    return false;
+}
+
+/* ---- shutdown, INIT, SIPI ----------------------------------------------------------- */
+static void exit_shutdown(struct hv_cpu *c, struct vmcb *v)
+{
+    (void)v;
+    hv_log("HV: panic triple-fault cpu=%u (shutdown intercept)\n", c->index);
+    svm_dump_guest(c);
+    hv_log("HV: system reset\n");
+    outb(0xCF9, 0x06);                             /* PIIX/ICH reset control */
+    halt_forever();
+}
+
+static void set_seg(struct vmcb_seg *s, uint16_t sel, uint64_t base, uint32_t limit,
+                    uint16_t attrib)
+{
+    *s = (struct vmcb_seg){sel, attrib, limit, base};
+}
+
+/* Emulated INIT (smp.c): the architectural INIT state (APM Vol 2 14.1.3,
+ * Table 14-1), EFER.SVME kept (VMRUN needs it; the guest reads it as 0).
+ * The wait for SIPI is the core's: a parked CPU waits in the host. */
+void svm_park_init(struct hv_cpu *c)
+{
+    struct vmcb *v = vmcb_of(c);
+    struct hv_regs *r = c->regs;
+
+    HV_TRACE("HV: trace cpu=%u emulated init rip=%llx\n", c->index,
+             (unsigned long long)v->save.rip);
+    memset(r, 0, sizeof(*r));
+    r->rdx = cpuid2(1, 0).eax;                     /* family/model/stepping */
+    memset(&v->save, 0, sizeof(v->save));
+    set_seg(&v->save.cs, 0xF000, 0xFFFF0000, 0xFFFF, 0x9B);
+    set_seg(&v->save.es, 0, 0, 0xFFFF, 0x93);
+    v->save.ss = v->save.ds = v->save.fs = v->save.gs = v->save.es;
+    set_seg(&v->save.ldtr, 0, 0, 0xFFFF, 0x82);
+    set_seg(&v->save.tr, 0, 0, 0xFFFF, 0x8B);
+    v->save.gdtr.limit = v->save.idtr.limit = 0xFFFF;
+    v->save.cr0 = 0x60000010;                      /* CD NW ET */
+    v->save.efer = EFER_SVME;
+    v->save.rflags = 2;
+    v->save.rip = 0xFFF0;
+    v->save.dr6 = 0xFFFF0FF0;
+    v->save.dr7 = 0x400;
+    v->save.g_pat = 0x0007040600070406ull;
+    v->ctl.eventinj = 0;
+    v->ctl.int_state = 0;
+    exit_vintr(c, v);
+    c->guest_nmi = false;
+    svm_flush(c);
+}
+
+/* SIPI: real-mode start at vector << 12 (APM Vol 2 15.29, Intel SDM 9.4.4.1). */
+void svm_start_sipi(struct hv_cpu *c, uint8_t vec)
+{
+    struct vmcb *v = vmcb_of(c);
+
+    HV_TRACE("HV: trace cpu=%u sipi vector=%x\n", c->index, vec);
+    set_seg(&v->save.cs, (uint16_t)(vec << 8), (uint64_t)vec << 12, 0xFFFF, 0x9B);
+    v->save.rip = 0;
+    svm_flush(c);
+}
+
+/* A parked CPU leaves SVM and halts in the host with GIF = 1, so a real
+ * INIT-SIPI from the OS starts it as on bare metal (its memory is never
+ * reclaimed). */
+void svm_leave_parked(struct hv_cpu *c)
+{
+    (void)c;
+    __asm__ volatile("stgi" ::: "memory");
+    wrmsr(MSR_VM_HSAVE_PA, 0);
+    wrmsr(MSR_EFER, rdmsr(MSR_EFER) & ~EFER_SVME);
+    halt_forever();
+}
+
+/* ---- I/O: only the ACPI PM1a control port is in the IOPM (APM 15.10.2) ----------- */
+static void exit_io(struct hv_cpu *c, struct vmcb *v)
+{
+    uint64_t info = v->ctl.exitinfo1;
+    unsigned size = (info & 0x10) ? 1 : (info & 0x20) ? 2 : 4;
+    uint16_t port = (uint16_t)(info >> 16);
+    uint32_t mask = size == 4 ? 0xFFFFFFFFu : (1u << (8 * size)) - 1, val;
+
+    if ((info & 4) || port != hv_pm1a_cnt_port)        /* string I/O: never trapped */
+        hv_panic(c, "ioio info1=%llx\n", (unsigned long long)info);
+    if (info & 1) {                                    /* IN */
+        val = port_in(port, size);
+        c->regs->rax = size == 4 ? (val & mask) : (c->regs->rax & ~(uint64_t)mask) | (val & mask);
+    } else {
+        hv_pm1a_write(c, (uint32_t)c->regs->rax & mask, size);
+    }
+    v->save.rip = v->ctl.exitinfo2;                    /* the next RIP, with or without NRIPS */
+    v->ctl.int_state &= ~INT_SHADOW;
+}
+
+/* ---- MSRs: EFER here (it is VMCB state), the rest in efi/core/exit.c ------------- */
+static uint64_t efer_writable(void)
+{
+    struct cpuid_regs e = cpuid2(0x80000001, 0);
+    uint64_t ok = EFER_LMA;
+
+    ok |= (e.edx & (1u << 11)) ? 1ull : 0;             /* SCE */
+    ok |= (e.edx & (1u << 29)) ? EFER_LME : 0;
+    ok |= (e.edx & (1u << 20)) ? 1ull << 11 : 0;       /* NXE */
+    ok |= (e.edx & (1u << 25)) ? 1ull << 14 : 0;       /* FFXSR */
+    ok |= (e.ecx & (1u << 17)) ? 1ull << 15 : 0;       /* TCE */
+    if (cpuid2(0x80000000, 0).eax >= 0x80000021 && (cpuid2(0x80000021, 0).eax & (1u << 8)))
+        ok |= 1ull << 21;                              /* AutoIBRS */
+    return ok;
+}
+
+/* EFER as a CPU whose VM_CR.SVMDIS is set: SVME reads 0 and cannot be set
+ * (APM 15.4); the real bit stays on, as VMRUN requires.  LMA is the CPU's. */
+static void efer_access(struct hv_cpu *c, struct vmcb *v, bool write)
+{
+    struct hv_regs *r = c->regs;
+    uint64_t val = (r->rdx << 32) | (uint32_t)r->rax, cur = v->save.efer;
+
+    if (!write) {
+        r->rax = (uint32_t)(cur & ~EFER_SVME);
+        r->rdx = (cur & ~EFER_SVME) >> 32;
+        return svm_skip_insn(c);
+    }
+    if ((val & ~efer_writable()) || (((val ^ cur) & EFER_LME) && (v->save.cr0 & CR0_PG)))
+        return svm_inject_exception(c, VEC_GP, true, 0);
+    v->save.efer = (val & ~EFER_LMA) | (cur & EFER_LMA) | EFER_SVME;
+    svm_skip_insn(c);
+}
+
+static void exit_msr(struct hv_cpu *c, struct vmcb *v)
+{
+    bool write = v->ctl.exitinfo1 & 1;
+
+    if (write) {
+        c->exits[HV_EXIT_RDMSR]--;
+        c->exits[HV_EXIT_WRMSR]++;
+    }
+    if ((uint32_t)c->regs->rcx == MSR_EFER)
+        return efer_access(c, v, write);
+    hv_handle_exit(c, write ? HV_EXIT_WRMSR : HV_EXIT_RDMSR);
+}
+
+/* ---- nested page fault (APM 15.25.6) -------------------------------------------------- */
+/* EXITINFO1 is a #PF error code (bit 0 present, bit 1 write), EXITINFO2 the
+ * guest-physical address.  A guest access to hypervisor memory is logged and
+ * answered with #GP(0), as on VT-x. */
+static void exit_npf(struct hv_cpu *c, struct vmcb *v)
+{
+    uint64_t gpa = v->ctl.exitinfo2, err = v->ctl.exitinfo1, pb, ps;
+
+    if (hv_apic_page && (gpa & ~0xFFFull) == hv_apic_page && (err & 3) == 3) {
+        if (!hv_apic_protected)
+            return svm_flush(c);                   /* a stale read-only translation */
+        c->exits[HV_EXIT_NPF]--;
+        hv_count_exit(c, HV_EXIT_APIC_WRITE);
+        v->save.rip += hv_apic_mmio_write(c, gpa);
+        v->ctl.int_state &= ~INT_SHADOW;
+        return;
+    }
+    hv_protected_range(&pb, &ps);
+    if (gpa >= pb && gpa < pb + ps) {
+        hv_log("HV: npt-block cpu=%u gpa=%llx access=%c%c rip=%llx\n", c->index,
+               (unsigned long long)gpa, err & 2 ? 'w' : 'r', err & 16 ? 'x' : '-',
+               (unsigned long long)v->save.rip);
+        v->ctl.eventinj = 0;                        /* #GP replaces a vectored event */
+        return svm_inject_exception(c, VEC_GP, true, 0);
+    }
+    hv_panic(c, "npf gpa=%llx info1=%llx\n", (unsigned long long)gpa,
+             (unsigned long long)err);
+}
+
+/* ---- the dispatcher ------------------------------------------------------------------- */
+static void exit_invalid(struct hv_cpu *c, struct vmcb *v)
+{
+    struct svm_cpu *s = svm_of(c);
+
+    hv_log("HV: vmexit-invalid cpu=%u exitcode=%llx: VMRUN refused the guest state\n",
+           c->index, (unsigned long long)v->ctl.exitcode);
+    explain_invalid(c, v);
+    if (s->launched)
+        hv_panic(c, "vmexit-invalid\n");
+    /* The first VMRUN: fail open, back to svm_launch's failure return. */
+    v->save.rip = s->fail_rip;
+    c->regs->rax = 1;
+    c->guest = false;
+    svm_devirtualize(c);
+}
+
+/* Called by svm_run (svm_entry.S) with every guest GPR saved but RAX and
+ * RSP, which are in the VMCB. */
+__attribute__((sysv_abi)) void svm_exit_handler(struct hv_regs *regs)
+{
+    struct hv_cpu *c = this_cpu();
+    struct vmcb *v = vmcb_of(c);
+    uint64_t code = v->ctl.exitcode;
+    const struct exit_entry *e;
+
+    c->regs = regs;
+    regs->rax = v->save.rax;
+    v->ctl.tlb_control = TLB_NONE;
+    /* An exit during event delivery loses the event unless it is injected
+     * again (APM 15.7.2); anything injected before has been delivered. */
+    v->ctl.eventinj = (v->ctl.exitintinfo & EVT_VALID) ? v->ctl.exitintinfo : 0;
+    if ((uint32_t)code == VMEXIT_INVALID) {
+        exit_invalid(c, v);
+    } else if (code == VMEXIT_NPF) {
+        svm_of(c)->launched = true;
+        c->exits[HV_EXIT_NPF]++;
+        exit_npf(c, v);
+    } else {
+        if (code >= EXIT_TABLE_SIZE || !exit_table[code].name) {
+            c->exits[HV_EXIT_OTHER]++;
+            hv_panic(c, "unknown-exit code=%llx info1=%llx info2=%llx\n",
+                     (unsigned long long)code, (unsigned long long)v->ctl.exitinfo1,
+                     (unsigned long long)v->ctl.exitinfo2);
+        }
+        svm_of(c)->launched = true;
+        e = &exit_table[code];
+        c->exits[e->kind]++;
+        if (e->kind == HV_EXIT_CPUID) {            /* the hottest: no ops hop */
+            hv_cpuid_emulate(c);
+            svm_skip_insn(c);
+        } else if (e->fn) {
+            e->fn(c, v);
+        } else if (e->kind != HV_EXIT_OTHER) {
+            hv_handle_exit(c, e->kind);
+        } else {
+            hv_panic(c, "%s info1=%llx info2=%llx\n", e->name,
+                     (unsigned long long)v->ctl.exitinfo1,
+                     (unsigned long long)v->ctl.exitinfo2);
+        }
+    }
+    if (hv_smp_pending(c))
+        hv_smp_poll(c);                            /* other CPUs' requests, NMIs */
+    if (c->guest_nmi)
+        deliver_pending_nmi(c, v);
+    v->save.rax = regs->rax;
+}
+
+/* ---- devirtualization --------------------------------------------------------------------- */
+/* Leaves SVM on this CPU and resumes the guest natively at its RIP: VMLOAD
+ * puts back FS/GS/TR/LDTR with their hidden parts and the syscall MSRs,
+ * then the descriptor tables, control registers and EFER (SVME off), and
+ * hv_resume_native restores CR3 and the GPRs with IRETQ.  GIF is set again
+ * first, with RFLAGS.IF still 0. */
+void svm_devirtualize(struct hv_cpu *c)
+{
+    struct svm_cpu *s = svm_of(c);
+    struct vmcb *v = s->vmcb;
+    struct desc_ptr gdt = {(uint16_t)v->save.gdtr.limit, v->save.gdtr.base};
+    struct desc_ptr idt = {(uint16_t)v->save.idtr.limit, v->save.idtr.base};
+    uint64_t frame[5] = {v->save.rip, v->save.cs.sel, v->save.rflags, v->save.rsp,
+                         v->save.ss.sel};
+    uint64_t efer = v->save.efer & ~EFER_SVME, cr3 = v->save.cr3;
+    uint16_t ds = v->save.ds.sel, es = v->save.es.sel;
+    struct hv_regs *regs = c->regs;
+
+    svm_vmload(s->vmcb_pa);                         /* from here on no this_cpu() */
+    __asm__ volatile("lgdt %0; lidt %1" : : "m"(gdt), "m"(idt) : "memory");
+    __asm__ volatile("mov %0, %%ds; mov %1, %%es" : : "r"(ds), "r"(es) : "memory");
+    write_cr0(v->save.cr0);
+    write_cr4(v->save.cr4);
+    __asm__ volatile("mov %0, %%cr2" : : "r"(v->save.cr2));
+    wrmsr(MSR_PAT, v->save.g_pat);
+    __asm__ volatile("mov %0, %%dr7" : : "r"(v->save.dr7));
+    __asm__ volatile("stgi" ::: "memory");
+    wrmsr(MSR_VM_HSAVE_PA, 0);
+    wrmsr(MSR_EFER, efer);
+    hv_resume_native(regs, frame, cr3);
+}

@@ -1,0 +1,63 @@
+"""AMD-V boot tests: the hypervisor virtualizes every CPU with SVM and NPT,
+then guest-test checks the guest's view from the inside (CPUID, SVM hidden,
+#UD on SVM instructions, EFER/VM_CR/VM_HSAVE_PA, VMMCALL hypercalls, NPT
+protection, devirtualization and the firmware afterwards).
+
+QEMU TCG (`-cpu max`) emulates SVM with NPT but without NRIPS, so every
+instruction length comes from efi/core/insn_len.c there; Bochs `ryzen` has
+NRIPS and flush-by-ASID (the `slow` cases)."""
+import re
+
+import pytest
+
+from pytool.runner import Payload, RunSpec, run
+
+from conftest import explain
+
+# Checks every CPU runs and reports as `GUEST: <check> PASS cpu=<i>`.
+PER_CPU_CHECKS = [
+    "hv-present", "svm-hidden", "vmrun-ud", "stgi-ud", "efer-svme-hidden", "vm-cr-locked",
+    "vm-cr-write-gp", "vm-hsave-gp", "vmcall-version", "devirtualize", "post-devirt-no-hv-bit",
+]
+# Checks the BSP alone runs.
+BSP_CHECKS = [
+    "vmcall-stats", "vmcall-log", "vmcall-bad-function", "vmcall-bad-magic-ud",
+    "hv-memory-blocked", "devirtualize-call", "post-devirt-no-signature", "post-devirt-stall",
+    "post-devirt-conout", "post-devirt-variable",
+]
+
+
+def guest_test_spec(smp: int, engine: str = "qemu", timeout: int = 120) -> RunSpec:
+    expect = [{"re": r"HV: cpu=\d+ svm=on", "count": smp}, r"HV: ready cpus=%d$" % smp,
+              r"HV: npt maxphyaddr=\d+ pages=\S+ npt-bytes=\d+"] + \
+             [{"re": r"GUEST: %s PASS cpu=%d( |$)" % (re.escape(c), i), "count": 1}
+              for c in PER_CPU_CHECKS for i in range(smp)] + \
+             [r"GUEST: %s PASS cpu=0" % re.escape(c) for c in BSP_CHECKS] + \
+             [r"HV: npt-block cpu=0 gpa=[0-9a-f]+ access=r"] + \
+             [{"re": r"HV: stats cpu=%d " % i, "count": 1} for i in range(smp)] + \
+             [r"GUEST: summary pass=\d+ fail=0$"]
+    return RunSpec(engine=engine, vendor="amd", smp=smp, timeout=timeout, live=False,
+                   payload=Payload(efi="guest-test"), expect=expect, ordered=False,
+                   forbid=[r"HV: panic", r"GUEST: \S+ FAIL", r"HV: vmexit-invalid"],
+                   name=f"svm-guest-test-{engine}-{smp}")
+
+
+@pytest.mark.boot
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("smp", [1, 2, 4])
+def test_guest_test_tcg(cfg, smp):
+    """QEMU TCG, about 12 s each."""
+    res = run(guest_test_spec(smp), cfg)
+    assert res.passed, explain(res)
+    assert len(re.findall(r"HV: cpu=\d+ svm=on", res.serial)) == smp
+    assert "HV: svm rev=" in res.serial and "nrips=0" in res.serial   # the decoder path
+
+
+@pytest.mark.boot
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("smp", [1, 2])
+def test_guest_test_bochs_ryzen(cfg, smp):
+    res = run(guest_test_spec(smp, engine="bochs", timeout=400 + 200 * smp), cfg)
+    assert res.passed, explain(res)
+    assert "nrips=1" in res.serial
