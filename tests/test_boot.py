@@ -79,10 +79,12 @@ def check_hv_memory_reserved(res) -> None:
     assert any(r[2] == "Reserved" and r[0] <= lo and hi <= r[1] for r in ranges), \
         f"hypervisor pool {lo:#x}-{hi:#x} is not inside a Reserved range: {ranges}"
     assert "HV: ept-block" not in res.serial
+    assert "HV: npt-block" not in res.serial
 
 
 AFTER = {name: [check_hv_memory_reserved] for name in
-         (sc["name"] for sc in SCENARIOS) if name.startswith("bochs-linux-hv")}
+         (sc["name"] for sc in SCENARIOS)
+         if name.startswith(("bochs-linux-hv", "tcg-linux-svm"))}
 
 
 class _Fake:

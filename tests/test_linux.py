@@ -232,7 +232,8 @@ def _run_hvcheck(exe, tmp_path, cmdline="console=ttyS0", **env):
 def _assert_format(lines, rc):
     import re
     pat = re.compile(r"^GUEST-LINUX: (hvcheck |summary |(hv-present|hv-signature|"
-                     r"vmx-hidden|vmcall-ring3-sigill|msr-gp-reflected|feature-control) cpu=\d+ "
+                     r"vmx-hidden|vmcall-ring3-sigill|msr-gp-reflected|feature-control|"
+                     r"svm-hidden|vmmcall-ring3-sigill|efer-svme-hidden) cpu=\d+ "
                      r"(PASS|FAIL) \S)")
     for line in lines:
         assert pat.match(line), line
@@ -291,6 +292,26 @@ def test_hvcheck_hv_mode_expectations(hvcheck_kvm, tmp_path):
     assert set(checks["hv-present"]) == {"FAIL"} and set(checks["hv-signature"]) == {"FAIL"}
 
 
+def test_hvcheck_amd_expectations(hvcheck_kvm, tmp_path):
+    """The AMD twins of the VMX checks: names, and svm-hidden from CPUID."""
+    rc, lines, checks = _run_hvcheck(hvcheck_kvm, tmp_path, HVCHECK_FAKE_VENDOR="amd",
+                                     HVCHECK_FAKE_ECX1=str(1 << 31),
+                                     HVCHECK_FAKE_SIG="KVMKVMKVM", HVCHECK_FAKE_ECX81="0")
+    _assert_format(lines, rc)
+    assert "vendor=amd" in lines[0]
+    assert set(checks) == {"hv-present", "hv-signature", "svm-hidden", "vmmcall-ring3-sigill",
+                           "msr-gp-reflected", "efer-svme-hidden"}
+    assert set(checks["svm-hidden"]) == {"PASS"}
+    rc, lines, checks = _run_hvcheck(hvcheck_kvm, tmp_path, HVCHECK_FAKE_VENDOR="amd",
+                                     HVCHECK_FAKE_ECX1=str(1 << 31),
+                                     HVCHECK_FAKE_SIG="KVMKVMKVM", HVCHECK_FAKE_ECX81="4")
+    assert set(checks["svm-hidden"]) == {"FAIL"}
+    rc, lines, checks = _run_hvcheck(hvcheck_kvm, tmp_path, "hvcheck=baseline",
+                                     HVCHECK_FAKE_VENDOR="amd", HVCHECK_FAKE_ECX1="0",
+                                     HVCHECK_FAKE_ECX81="4")
+    assert set(checks["svm-hidden"]) == {"PASS"}          # baseline: SVM may show
+
+
 @needs_busybox
 @needs_cpio
 @needs_gcc
@@ -321,8 +342,10 @@ def test_direct_qemu_boot_hvcheck_baseline(tmp_path, vmlinuz):
     serial = res.stdout.decode(errors="replace").replace("\r", "")
     assert res.returncode == 0, f"rc={res.returncode}\n{serial[-3000:]}"
     assert "GUEST-LINUX: hvcheck mode=baseline" in serial, serial[-3000:]
-    for check in ("hv-present", "hv-signature", "vmx-hidden", "vmcall-ring3-sigill",
-                  "msr-gp-reflected", "feature-control"):
+    # qemu64 is an AuthenticAMD model: hvcheck runs the AMD twins of the VMX checks.
+    assert 'vendor=amd' in serial, serial[-3000:]
+    for check in ("hv-present", "hv-signature", "svm-hidden", "vmmcall-ring3-sigill",
+                  "msr-gp-reflected", "efer-svme-hidden"):
         for cpu in (0, 1):
             assert f"GUEST-LINUX: {check} cpu={cpu} PASS" in serial, (check, serial[-3000:])
     assert "GUEST-LINUX: summary pass=12 fail=0" in serial

@@ -26,14 +26,24 @@
  *   (both MSR checks are informational in baseline mode: a bare CPU or an
  *   emulator decides what they read)
  *
+ * On AMD (CPUID vendor AuthenticAMD) the VMX checks become their SVM twins:
+ *
+ *   svm-hidden           CPUID 8000_0001 ECX[2] clear and leaf 8000_000A zeros
+ *   vmmcall-ring3-sigill VMMCALL at CPL 3 raises #UD (the hypervisor reflects it)
+ *   msr-gp-reflected     RDMSR of VM_HSAVE_PA (0xC0010117): #GP, as on a CPU
+ *                        whose firmware disabled SVM -> EIO
+ *   efer-svme-hidden     EFER (0xC0000080) reads with SVME (bit 12) clear
+ *
  * Modes: "hv" (default) expects our hypervisor underneath.  With
  * `hvcheck=baseline` on the kernel command line (the --no-hv run), it expects
  * no hypervisor: hv-present clear and no signature; vmx-hidden is then
  * informational only (a bare CPU may well offer VMX).
  *
  * For host tests: HVCHECK_CMDLINE names a file read instead of /proc/cmdline;
- * HVCHECK_FAKE_ECX1 (a number) and HVCHECK_FAKE_SIG (up to 12 characters)
- * replace what CPUID returns.
+ * HVCHECK_FAKE_ECX1 (a number), HVCHECK_FAKE_SIG (up to 12 characters),
+ * HVCHECK_FAKE_VENDOR ("amd" or "intel") and HVCHECK_FAKE_ECX81 (a number:
+ * CPUID 8000_0001 ECX, leaf 8000_000A then reads as zeros) replace what
+ * CPUID returns.
  */
 #define _GNU_SOURCE
 #include <cpuid.h>
@@ -61,8 +71,12 @@
 #define FC_LOCK         (1u << 0)
 #define FC_VMX_OUTSIDE_SMX (1u << 2)
 #define MSR_VMX_BASIC   0x480u
+#define ECX81_SVM       (1u << 2)
+#define MSR_EFER        0xC0000080u
+#define EFER_SVME       (1u << 12)
+#define MSR_VM_HSAVE_PA 0xC0010117u
 
-static int baseline;
+static int baseline, amd;
 static unsigned pass, fail;
 
 static void report(const char *check, int cpu, int ok, const char *fmt, ...)
@@ -114,6 +128,40 @@ static uint32_t cpuid_hv_sig(char sig[12])
     return a;
 }
 
+static int vendor_amd(void)
+{
+    const char *fake = getenv("HVCHECK_FAKE_VENDOR");
+    unsigned a, b, c, d;
+
+    if (fake)
+        return !strcmp(fake, "amd");
+    __cpuid(0, a, b, c, d);
+    return b == 0x68747541 && d == 0x69746E65 && c == 0x444D4163;   /* AuthenticAMD */
+}
+
+/* SVM as the guest sees it: CPUID 8000_0001 ECX[2], or leaf 8000_000A
+ * non-zero.  Returns the ECX it read; *leaf_a is leaf 8000_000A's OR. */
+static uint32_t cpuid_svm(uint32_t *leaf_a)
+{
+    const char *fake = getenv("HVCHECK_FAKE_ECX81");
+    unsigned a, b, c, d, max;
+
+    *leaf_a = 0;
+    if (fake)
+        return (uint32_t)strtoul(fake, NULL, 0);
+    __cpuid(0x80000000, max, b, c, d);
+    if (max < 0x80000001)
+        return 0;
+    __cpuid(0x80000001, a, b, c, d);
+    if (max >= 0x8000000A) {
+        unsigned a2, b2, c2, d2;
+
+        __cpuid(0x8000000A, a2, b2, c2, d2);
+        *leaf_a = a2 | b2 | c2 | d2;
+    }
+    return c;
+}
+
 /* Printable form of a signature: NULs dropped, others as '.'. */
 static void sig_text(const char sig[12], char out[13])
 {
@@ -135,7 +183,7 @@ static void on_signal(int sig)
     siglongjmp(jb, 1);
 }
 
-static int vmcall_ring3(void)
+static int vmcall_ring3(int use_vmmcall)
 {
     struct sigaction sa, old_ill, old_segv;
 
@@ -147,7 +195,10 @@ static int vmcall_ring3(void)
     got_sig = 0;
     if (!sigsetjmp(jb, 1)) {
         /* RAX = 0: whatever the hypercall ABI, ring 3 must not reach it. */
-        __asm__ volatile("vmcall" : : "a"(0UL) : "memory");
+        if (use_vmmcall)
+            __asm__ volatile("vmmcall" : : "a"(0UL) : "memory");
+        else
+            __asm__ volatile("vmcall" : : "a"(0UL) : "memory");
     }
     sigaction(SIGILL, &old_ill, NULL);
     sigaction(SIGSEGV, &old_segv, NULL);
@@ -193,6 +244,41 @@ static void check_msrs(int cpu)
     close(fd);
 }
 
+/* AMD: VM_HSAVE_PA must #GP (EIO through the msr driver); EFER.SVME reads 0. */
+static void check_msrs_amd(int cpu)
+{
+    char path[64];
+    uint64_t v = 0;
+    ssize_t n;
+    int fd, err;
+
+    snprintf(path, sizeof(path), "/dev/cpu/%d/msr", cpu);
+    fd = open(path, O_RDONLY);
+    if (fd < 0) {
+        err = errno;
+        report("msr-gp-reflected", cpu, 0, "cannot open %s errno=%d", path, err);
+        report("efer-svme-hidden", cpu, 0, "cannot open %s errno=%d", path, err);
+        return;
+    }
+    n = pread(fd, &v, sizeof(v), MSR_VM_HSAVE_PA);
+    err = errno;
+    if (n < 0)
+        report("msr-gp-reflected", cpu, baseline || err == EIO, "rdmsr 0x%x -> errno=%d%s",
+               MSR_VM_HSAVE_PA, err, baseline ? " (baseline: no expectation)" : " expect=EIO");
+    else
+        report("msr-gp-reflected", cpu, baseline, "rdmsr 0x%x -> 0x%llx%s", MSR_VM_HSAVE_PA,
+               (unsigned long long)v, baseline ? " (baseline: no expectation)" : " expect=EIO");
+    n = pread(fd, &v, sizeof(v), MSR_EFER);
+    err = errno;
+    if (n != (ssize_t)sizeof(v))
+        report("efer-svme-hidden", cpu, 0, "rdmsr 0x%x -> errno=%d", MSR_EFER, err);
+    else
+        report("efer-svme-hidden", cpu, baseline || !(v & EFER_SVME),
+               "efer=0x%llx%s", (unsigned long long)v,
+               baseline ? " (baseline: no expectation)" : " expect=svme-clear");
+    close(fd);
+}
+
 /* ---- the checks for one CPU -------------------------------------------- */
 static void check_cpu(int cpu)
 {
@@ -221,16 +307,27 @@ static void check_cpu(int cpu)
                baseline ? "none" : "\"" HV_SIGNATURE "\"");
     }
 
-    if (baseline)
-        report("vmx-hidden", cpu, 1, "vmx=%d (baseline: no expectation)", vmx);
-    else
-        report("vmx-hidden", cpu, !vmx, "vmx=%d expect=0", vmx);
+    if (amd) {
+        uint32_t leaf_a, ecx81 = cpuid_svm(&leaf_a);
+        int svm = (ecx81 & ECX81_SVM) || leaf_a;
 
-    s = vmcall_ring3();
-    report("vmcall-ring3-sigill", cpu, s == SIGILL, "signal=%s",
-           s == SIGILL ? "SIGILL" : s == SIGSEGV ? "SIGSEGV" :
-           s ? "other" : "none (vmcall returned)");
-    check_msrs(cpu);
+        report("svm-hidden", cpu, baseline || !svm, "svm=%d leaf8000000a=%s%s",
+               !!(ecx81 & ECX81_SVM), leaf_a ? "present" : "zero",
+               baseline ? " (baseline: no expectation)" : " expect=0,zero");
+    } else if (baseline) {
+        report("vmx-hidden", cpu, 1, "vmx=%d (baseline: no expectation)", vmx);
+    } else {
+        report("vmx-hidden", cpu, !vmx, "vmx=%d expect=0", vmx);
+    }
+
+    s = vmcall_ring3(amd);
+    report(amd ? "vmmcall-ring3-sigill" : "vmcall-ring3-sigill", cpu, s == SIGILL,
+           "signal=%s", s == SIGILL ? "SIGILL" : s == SIGSEGV ? "SIGSEGV" :
+           s ? "other" : "none (returned)");
+    if (amd)
+        check_msrs_amd(cpu);
+    else
+        check_msrs(cpu);
 }
 
 /* ---- mode and CPUs ----------------------------------------------------- */
@@ -258,8 +355,9 @@ int main(void)
     int cpus = 0;
 
     baseline = read_baseline();
-    printf("GUEST-LINUX: hvcheck mode=%s signature=\"%s\"\n",
-           baseline ? "baseline" : "hv", HV_SIGNATURE);
+    amd = vendor_amd();
+    printf("GUEST-LINUX: hvcheck mode=%s signature=\"%s\" vendor=%s\n",
+           baseline ? "baseline" : "hv", HV_SIGNATURE, amd ? "amd" : "intel");
     if (sched_getaffinity(0, sizeof(all), &all)) {
         printf("GUEST-LINUX: hvcheck sched_getaffinity failed errno=%d\n", errno);
         return 1;
