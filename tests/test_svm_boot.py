@@ -61,3 +61,56 @@ def test_guest_test_bochs_ryzen(cfg, smp):
     res = run(guest_test_spec(smp, engine="bochs", timeout=400 + 200 * smp), cfg)
     assert res.passed, explain(res)
     assert "nrips=1" in res.serial
+
+
+# ---- Linux: nothing new in the kernel log against the --no-hv baseline -----------
+# loglevel=5 shows KERN_WARNING and worse.  Lines that come and go with TCG's
+# timing on either side, with or without the hypervisor:
+TIMING_NOISE = [
+    r"APIC calibration not consistent with PM-Timer",
+    r"Failed to access perfctr msr",
+    r"tsc: Unable to calibrate against PIT",
+    r"tsc: Marking TSC unstable",
+    r"clocksource: ",
+]
+
+
+def _kernel_lines(serial: str) -> set[str]:
+    out = set()
+    for line in serial.replace("\r", "").splitlines():
+        m = re.match(r"^\[\s*\d+\.\d+\] (.*)$", line)
+        if m and "GUEST-LINUX:" not in m.group(1) and \
+                not any(re.search(n, m.group(1)) for n in TIMING_NOISE):
+            out.add(m.group(1).strip())
+    return out
+
+
+def _linux_spec(hv: bool) -> RunSpec:
+    append = "console=ttyS0 loglevel=5" + ("" if hv else " hvcheck=baseline")
+    expect = ([r"HV: ready cpus=2$"] if hv else [r"HV: skip reason=disabled-by-config$"]) + \
+        [r"GUEST-LINUX: userspace up cpus=0-1$", r"GUEST-LINUX: summary pass=12 fail=0$",
+         r"reboot: Power down"] + ([r"HV: poweroff"] if hv else [])
+    return RunSpec(engine="qemu", vendor="amd", smp=2, memory=512, hv=hv, timeout=200,
+                   live=False, guest_ends=True,
+                   payload=Payload(kernel="default", initrd="default", append=append),
+                   expect=expect, forbid=[r"Kernel panic", r"BUG:", r"Oops", r"HV: panic"],
+                   name=f"svm-linux-{'hv' if hv else 'nohv'}-warnings")
+
+
+@pytest.mark.boot
+@pytest.mark.timeout(420)
+def test_linux_no_new_warnings_vs_baseline(cfg):
+    """Linux at 2 CPUs under SVM and without the hypervisor, same machine: every
+    warning-level kernel line of the hv boot also appears in the baseline."""
+    base = run(_linux_spec(False), cfg)
+    assert base.passed, explain(base)
+    hv = run(_linux_spec(True), cfg)
+    assert hv.passed, explain(hv)
+    new = _kernel_lines(hv.serial) - _kernel_lines(base.serial)
+    assert not new, f"kernel lines only under the hypervisor: {sorted(new)}"
+
+
+def test_kernel_lines_filter():
+    log = ("[    0.1] APIC: Stale IRR: 0 ISR: 0\n[ 1.0] GUEST-LINUX: x\n"
+           "[    0.7] APIC calibration not consistent with PM-Timer: 103ms\nHV: stats\n")
+    assert _kernel_lines(log) == {"APIC: Stale IRR: 0 ISR: 0"}

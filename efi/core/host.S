@@ -62,6 +62,39 @@ host_exc_common:
     add $16, %rsp           /* vector, error code */
     iretq
 
+/* Vectors 32-255: an external interrupt taken in the host (only while
+ * host_drain_interrupts opens a window).  EOI and return: what an INIT's
+ * APIC reset does to it, the interrupt is dropped. */
+    .p2align 4
+    .globl host_irq_stubs
+host_irq_stubs:
+    .rept 224
+    .p2align 3
+    jmp host_irq_common
+    .endr
+
+host_irq_common:
+    push %rax
+    push %rcx
+    push %rdx
+    mov $0x1B, %ecx                 /* IA32_APIC_BASE */
+    rdmsr
+    test $0x400, %eax               /* x2APIC */
+    jz 1f
+    mov $0x80B, %ecx
+    xor %eax, %eax
+    xor %edx, %edx
+    wrmsr
+    jmp 2f
+1:  shl $32, %rdx
+    or %rdx, %rax
+    and $~0xFFF, %rax
+    movl $0, 0xB0(%rax)             /* xAPIC EOI */
+2:  pop %rdx
+    pop %rcx
+    pop %rax
+    iretq
+
 /* int hv_rdmsr_safe(uint32_t msr, uint64_t *v) */
     .globl hv_rdmsr_safe, hv_rdmsr_insn, hv_wrmsr_safe, hv_wrmsr_insn, hv_msr_fault
 hv_rdmsr_safe:

@@ -16,6 +16,7 @@ static uint64_t *pml4;
 
 /* host.S */
 extern const uint8_t host_exc_stubs[32][16];
+extern const uint8_t host_irq_stubs[224][8];
 extern const uint8_t hv_rdmsr_insn[], hv_wrmsr_insn[], hv_msr_fault[];
 
 struct host_frame {
@@ -62,7 +63,41 @@ static int build_idt(void)
     set_gate(VEC_NMI, host_exc_stubs[VEC_NMI], 1);
     set_gate(VEC_DF, host_exc_stubs[VEC_DF], 2);
     set_gate(VEC_MC, host_exc_stubs[VEC_MC], 3);
+    for (unsigned v = 32; v < 256; v++)
+        set_gate(v, host_irq_stubs[v - 32], 0);
     return 0;
+}
+
+/* The local APIC part of an emulated INIT (SDM Vol 3A 11.4.7.3, 10.4.7.1):
+ * software disabled, TPR 0, and the interrupts already pending in IRR/ISR
+ * taken and dropped on the host's IDT, so the OS finds the APIC as after a
+ * real INIT and no stale IRR.  Runs in the host on the CPU being INITed;
+ * with SVM, GIF must be set for the window (the caller's job). */
+void host_apic_init_reset(void)
+{
+    uint64_t base = rdmsr(MSR_APIC_BASE);
+    volatile uint32_t *x = (volatile uint32_t *)(uintptr_t)(base & ~0xFFFull);
+    bool x2 = base & (1ull << 10);
+
+    if (!(base & (1ull << 11)))
+        return;                                    /* globally disabled */
+    for (int i = 0; i < 8; i++) {                  /* in-service vectors: EOI */
+        if (x2)
+            wrmsr(0x80B, 0);
+        else
+            x[0xB0 / 4] = 0;
+    }
+    if (x2) {
+        wrmsr(0x808, 0);                           /* TPR */
+    } else {
+        x[0x80 / 4] = 0;
+    }
+    for (int i = 0; i < 16; i++)                   /* pending vectors: taken, EOI'd */
+        __asm__ volatile("sti; nop; nop; cli" ::: "memory");
+    if (x2)
+        wrmsr(0x80F, rdmsr(0x80F) & ~0x100ull);   /* SVR: software disabled */
+    else
+        x[0xF0 / 4] &= ~0x100u;
 }
 
 /* Identity map: 1 GiB pages over 512 GiB where the CPU has them, otherwise

@@ -167,6 +167,8 @@ int host_cpu_init(struct hv_cpu *c);     /* per CPU: GDT, TSS, stacks */
 uint64_t host_cr3(void);
 uint64_t host_idt_base(void);
 uint64_t host_tss_base(struct hv_cpu *c);
+/* Emulated INIT, the local APIC part: soft-disabled, IRR/ISR drained. */
+void host_apic_init_reset(void);
 /* Fault-recovering MSR access (host.S): 0 on success, -1 if it raised #GP. */
 int hv_rdmsr_safe(uint32_t msr, uint64_t *v);
 int hv_wrmsr_safe(uint32_t msr, uint64_t v);

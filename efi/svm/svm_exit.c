@@ -287,6 +287,9 @@ void svm_park_init(struct hv_cpu *c)
     v->ctl.int_state = 0;
     exit_vintr(c, v);
     c->guest_nmi = false;
+    __asm__ volatile("stgi" ::: "memory");         /* the drain needs GIF = 1 */
+    host_apic_init_reset();
+    __asm__ volatile("clgi" ::: "memory");
     svm_flush(c);
 }
 
