@@ -1,7 +1,10 @@
 """Benchmarks: boot the real thing and print numbers (never a timed test).
 
     python3 -m pytool.bench vmx [--smp 1 4]     # CPUID round trip, init cost, memory
+    python3 -m pytool.bench svm [--smp 1 4]     # the same for AMD-V (Bochs ryzen / QEMU TCG)
     python3 -m pytool.bench linux [--smp 2]     # boot-time ratio, VM exits by reason
+    python3 -m pytool.bench linux --vendor amd --engine qemu   # ... under SVM on TCG
+    python3 -m pytool.bench tcb                 # lines of code: core, vmx, svm
     python3 -m pytool.bench repeat NAME [-n 10] # the same scenario N times: flakes?
 
 In Bochs, RDTSC counts instructions, so the tick figures are instruction
@@ -25,6 +28,7 @@ _NUM = {
     "mem_percpu": r"HV: mem total=\d+ percpu=(\d+)",
     "mem_used": r"HV: mem total=\d+ percpu=\d+ used=(\d+)",
     "ept_bytes": r"HV: ept .*ept-bytes=(\d+)",
+    "npt_bytes": r"HV: npt .*npt-bytes=(\d+)",
 }
 
 
@@ -80,16 +84,59 @@ def bench_vmx(cfg: dict, smps: list[int]) -> int:
     return 1 if bad else 0
 
 
-def bench_linux(cfg: dict, smp: int, engine: str) -> int:
+def bench_svm(cfg: dict, smps: list[int]) -> int:
+    """AMD-V: the CPUID round trip in Bochs ryzen (RDTSC counts instructions there,
+    as for `bench vmx`), memory at each CPU count under QEMU TCG (seconds)."""
+    bad = 0
+    res = _boot(cfg, engine="bochs", vendor="amd", smp=1, timeout=900,
+                payload=Payload(efi="guest-test"), name="bench-svm-bochs-1",
+                expect=[r"GUEST: summary "], forbid=[r"HV: panic"])
+    v = parse_numbers(res.serial)
+    bad += not res.passed
+    print(f"bochs ryzen, 1 cpu: cpuid round trip {v.get('cpuid_ticks', '-')} ticks "
+          f"(loop share {v.get('loop_ticks', '-')}), init {v.get('init_ticks', '-')} ticks  "
+          f"(run {res.run_dir.name})")
+    print(f"{'cpus':>4} {'mem total':>10} {'per cpu':>9} {'used':>9} {'npt':>8}   run (qemu tcg)")
+    for n in smps:
+        res = _boot(cfg, engine="qemu", vendor="amd", smp=n, timeout=180,
+                    payload=Payload(efi="guest-test"), name=f"bench-svm-tcg-{n}",
+                    expect=[r"GUEST: summary "], forbid=[r"HV: panic"])
+        v = parse_numbers(res.serial)
+        bad += not res.passed
+        print(f"{n:>4} {v.get('mem_total', '-'):>10} {v.get('mem_percpu', '-'):>9} "
+              f"{v.get('mem_used', '-'):>9} {v.get('npt_bytes', '-'):>8}   {res.run_dir.name}")
+    print("targets: CPUID round trip <= 120 ticks; resident memory <= 1 MiB for 4 CPUs")
+    return 1 if bad else 0
+
+
+def count_lines(paths) -> int:
+    """Non-blank lines of the C/asm/header files under the given folders."""
+    from pathlib import Path
+    n = 0
+    for p in paths:
+        for f in sorted(Path(p).rglob("*")):
+            if f.suffix in (".c", ".h", ".S"):
+                n += sum(1 for line in f.read_text().splitlines() if line.strip())
+    return n
+
+
+def bench_tcb() -> int:
+    from .config import REPO_ROOT
+    for name in ("core", "vmx", "svm", "platform", "lib"):
+        print(f"efi/{name:9} {count_lines([REPO_ROOT / 'efi' / name]):6} lines")
+    return 0
+
+
+def bench_linux(cfg: dict, smp: int, engine: str, vendor: str = "intel") -> int:
     marker = r"GUEST-LINUX: userspace up"
     times = {}
     results = {}
     for hv in (False, True):
-        res = _boot(cfg, engine=engine, vendor="intel", smp=smp, memory=512, hv=hv,
+        res = _boot(cfg, engine=engine, vendor=vendor, smp=smp, memory=512, hv=hv,
                     timeout=900, payload=Payload(kernel="default", initrd="default",
                                                  append="console=ttyS0 quiet"),
                     expect=[marker, r"GUEST-LINUX: done"], guest_ends=True,
-                    name=f"bench-linux-{'hv' if hv else 'nohv'}-{smp}")
+                    name=f"bench-linux-{vendor}-{'hv' if hv else 'nohv'}-{smp}")
         results[hv] = res
         hit = next((a for a in res.assertions if a["pattern"] == marker), None)
         times[hv] = hit["time"] if hit and hit["time"] is not None else None
@@ -131,19 +178,27 @@ def main(argv=None) -> int:
     sub = ap.add_subparsers(dest="what", required=True)
     p = sub.add_parser("vmx", help="CPUID round trip, init cost and memory in Bochs")
     p.add_argument("--smp", type=int, nargs="+", default=[1, 4])
+    p = sub.add_parser("svm", help="AMD-V: CPUID round trip (Bochs ryzen), memory (TCG)")
+    p.add_argument("--smp", type=int, nargs="+", default=[1, 4])
     p = sub.add_parser("linux", help="Linux boot-time ratio and exit counts")
     p.add_argument("--smp", type=int, default=2)
     p.add_argument("--engine", choices=("bochs", "qemu", "auto"), default="bochs")
+    p.add_argument("--vendor", choices=("intel", "amd"), default="intel")
+    sub.add_parser("tcb", help="lines of code of the core and each backend")
     p = sub.add_parser("repeat", help="boot one scenario N times in a row")
     p.add_argument("scenario")
     p.add_argument("-n", "--count", type=int, default=10)
     a = ap.parse_args(argv)
+    if a.what == "tcb":
+        return bench_tcb()
     cfg = _config.load()
     if a.what == "repeat":
         return bench_repeat(cfg, a.scenario, a.count)
     if a.what == "vmx":
         return bench_vmx(cfg, a.smp)
-    return bench_linux(cfg, a.smp, a.engine)
+    if a.what == "svm":
+        return bench_svm(cfg, a.smp)
+    return bench_linux(cfg, a.smp, a.engine, a.vendor)
 
 
 if __name__ == "__main__":

@@ -70,7 +70,8 @@ svm_launch:
     .set REGS, 32                   /* the home area, then struct hv_regs */
     .set GUEST_PA, REGS + 16 * 8
     .set HOST_PA, GUEST_PA + 8
-    .set FRAME, HOST_PA + 8 + 8     /* 176: keeps RSP 16-byte aligned at the call */
+    .set CPU, HOST_PA + 8
+    .set FRAME, CPU + 8 + 8         /* 192: keeps RSP 16-byte aligned at the calls */
     .globl svm_host_start
 svm_host_start:
     cli
@@ -95,6 +96,7 @@ svm_host_start:
     mov $0x18, %eax                 /* HOST_TR */
     ltr %ax
     mov SC_CPU(%r11), %rax
+    mov %rax, CPU(%rsp)
     mov %rax, %rdx
     shr $32, %rdx
     mov $0xC0000101, %ecx           /* GS base: this_cpu() */
@@ -109,10 +111,13 @@ svm_host_start:
     mov %rax, REGS+\off(%rsp)
     .endr
 
-/* The loop: guest GPRs in, VMLOAD the guest's FS/GS/TR/... , VMRUN, and on
- * #VMEXIT the reverse; the host's GS base back with VMLOAD, then C.  RAX
- * and RSP travel in the VMCB (svm_exit_handler copies RAX). */
-svm_run:
+/* The loop.  RAX and RSP travel in the VMCB (the C side copies RAX).
+ * Slow path: VMLOAD the guest's FS/GS/TR/LDTR/syscall MSRs, VMRUN, VMSAVE
+ * them, VMLOAD the host's (GS base: this_cpu), svm_exit_handler.
+ * Fast path: svm_exit_fast handles the exit without touching GS (CPUID
+ * with NRIPS) and the guest's segment state, still in the CPU, is resumed
+ * as it is: no VMSAVE/VMLOAD at all. */
+.macro GUEST_GPRS_IN
     mov REGS+0x08(%rsp), %rcx
     mov REGS+0x10(%rsp), %rdx
     mov REGS+0x18(%rsp), %rbx
@@ -128,9 +133,13 @@ svm_run:
     mov REGS+0x70(%rsp), %r14
     mov REGS+0x78(%rsp), %r15
     mov GUEST_PA(%rsp), %rax
+.endm
+
+svm_run:
+    GUEST_GPRS_IN
     vmload %rax
+svm_enter:
     vmrun %rax
-    vmsave %rax
     mov %rcx, REGS+0x08(%rsp)
     mov %rdx, REGS+0x10(%rsp)
     mov %rbx, REGS+0x18(%rsp)
@@ -145,6 +154,15 @@ svm_run:
     mov %r13, REGS+0x68(%rsp)
     mov %r14, REGS+0x70(%rsp)
     mov %r15, REGS+0x78(%rsp)
+    lea REGS(%rsp), %rdi
+    mov CPU(%rsp), %rsi
+    call svm_exit_fast
+    test %eax, %eax
+    jnz 4f
+    GUEST_GPRS_IN
+    jmp svm_enter
+4:  mov GUEST_PA(%rsp), %rax
+    vmsave %rax
     mov HOST_PA(%rsp), %rax
     vmload %rax
     lea REGS(%rsp), %rdi

@@ -429,6 +429,29 @@ static void exit_invalid(struct hv_cpu *c, struct vmcb *v)
     svm_devirtualize(c);
 }
 
+/* The fast path (svm_entry.S): CPUID with NRIPS, nothing pending.  Runs
+ * with the guest's GS base still loaded, so it takes the CPU as an argument
+ * and must not use this_cpu().  Returns 1 for the slow path, which then
+ * handles the exit from the start. */
+__attribute__((sysv_abi)) int svm_exit_fast(struct hv_regs *regs, struct hv_cpu *c)
+{
+    struct vmcb *v = vmcb_of(c);
+
+    if (v->ctl.exitcode != VMEXIT_CPUID || !(svm.features & SVM_F_NRIPS) ||
+        hv_smp_pending(c) || c->guest_nmi)
+        return 1;
+    c->regs = regs;
+    regs->rax = v->save.rax;
+    v->ctl.tlb_control = TLB_NONE;
+    v->ctl.eventinj = 0;                           /* an instruction exit: nothing lost */
+    c->exits[HV_EXIT_CPUID]++;
+    hv_cpuid_emulate(c);
+    v->save.rip = v->ctl.next_rip;
+    v->ctl.int_state &= ~INT_SHADOW;
+    v->save.rax = regs->rax;
+    return 0;
+}
+
 /* Called by svm_run (svm_entry.S) with every guest GPR saved but RAX and
  * RSP, which are in the VMCB. */
 __attribute__((sysv_abi)) void svm_exit_handler(struct hv_regs *regs)
