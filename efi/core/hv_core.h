@@ -157,6 +157,8 @@ void *hv_alloc(size_t pages);
 void hv_protected_range(uint64_t *base, uint64_t *size);
 void hv_panic(struct hv_cpu *c, const char *fmt, ...)
     __attribute__((noreturn, format(printf, 2, 3)));
+/* The guest GPRs of a dump (a backend's dump_guest). */
+void hv_dump_regs(const struct hv_regs *r);
 
 /* ---- host.c: the hypervisor's own GDT/TSS/IDT/page tables ---------------- */
 #define HOST_CS 0x08

@@ -65,6 +65,16 @@ void hv_protected_range(uint64_t *base, uint64_t *size)
     *size = pool_pages * 4096;
 }
 
+void hv_dump_regs(const struct hv_regs *r)
+{
+    if (r)
+        hv_log("HV: guest rax=%llx rbx=%llx rcx=%llx rdx=%llx rsi=%llx rdi=%llx rbp=%llx\n",
+               (unsigned long long)r->rax, (unsigned long long)r->rbx,
+               (unsigned long long)r->rcx, (unsigned long long)r->rdx,
+               (unsigned long long)r->rsi, (unsigned long long)r->rdi,
+               (unsigned long long)r->rbp);
+}
+
 void hv_panic(struct hv_cpu *c, const char *fmt, ...)
 {
     va_list ap;

@@ -206,11 +206,44 @@ static int vmcall_ring3(int use_vmmcall)
 }
 
 /* ---- MSRs through /dev/cpu/N/msr (msr.ko, loaded by /init) ------------- */
+/* msr-gp-reflected: an MSR the hidden feature owns must #GP, i.e. EIO.
+ * Baseline: whatever the bare CPU does (Bochs's haswell has VMX: it reads). */
+static void check_gp_msr(int fd, int cpu, uint32_t msr)
+{
+    uint64_t v = 0;
+    ssize_t n = pread(fd, &v, sizeof(v), msr);
+    int err = errno;
+
+    if (n < 0)
+        report("msr-gp-reflected", cpu, baseline || err == EIO, "rdmsr 0x%x -> errno=%d%s",
+               msr, err, baseline ? " (baseline: no expectation)" : " expect=EIO");
+    else
+        report("msr-gp-reflected", cpu, baseline, "rdmsr 0x%x -> 0x%llx%s", msr,
+               (unsigned long long)v, baseline ? " (baseline: no expectation)" : " expect=EIO");
+}
+
+/* feature-control (Intel: locked, VMX off) or efer-svme-hidden (AMD). */
+static void check_value_msr(int fd, int cpu)
+{
+    const char *name = amd ? "efer-svme-hidden" : "feature-control";
+    const char *want = amd ? "svme-clear" : "locked,vmx-off";
+    uint32_t msr = amd ? MSR_EFER : MSR_FEATURE_CONTROL;
+    uint64_t v = 0;
+    int ok;
+
+    if (pread(fd, &v, sizeof(v), msr) != (ssize_t)sizeof(v)) {
+        report(name, cpu, baseline, "rdmsr 0x%x -> errno=%d%s%s", msr, errno,
+               baseline ? " (baseline: no expectation)" : " expect=", baseline ? "" : want);
+        return;
+    }
+    ok = amd ? !(v & EFER_SVME) : (v & FC_LOCK) && !(v & FC_VMX_OUTSIDE_SMX);
+    report(name, cpu, baseline || ok, "value=0x%llx%s%s", (unsigned long long)v,
+           baseline ? " (baseline: no expectation)" : " expect=", baseline ? "" : want);
+}
+
 static void check_msrs(int cpu)
 {
     char path[64];
-    uint64_t v = 0;
-    ssize_t n;
     int fd, err;
 
     snprintf(path, sizeof(path), "/dev/cpu/%d/msr", cpu);
@@ -218,64 +251,12 @@ static void check_msrs(int cpu)
     if (fd < 0) {
         err = errno;
         report("msr-gp-reflected", cpu, 0, "cannot open %s errno=%d", path, err);
-        report("feature-control", cpu, 0, "cannot open %s errno=%d", path, err);
+        report(amd ? "efer-svme-hidden" : "feature-control", cpu, 0, "cannot open %s errno=%d",
+               path, err);
         return;
     }
-    n = pread(fd, &v, sizeof(v), MSR_VMX_BASIC);
-    err = errno;
-    /* Baseline: whatever the bare CPU does (Bochs's haswell has VMX: it reads). */
-    if (n < 0)
-        report("msr-gp-reflected", cpu, baseline || err == EIO, "rdmsr 0x%x -> errno=%d%s",
-               MSR_VMX_BASIC, err, baseline ? " (baseline: no expectation)" : " expect=EIO");
-    else
-        report("msr-gp-reflected", cpu, baseline, "rdmsr 0x%x -> 0x%llx%s", MSR_VMX_BASIC,
-               (unsigned long long)v, baseline ? " (baseline: no expectation)" : " expect=EIO");
-    n = pread(fd, &v, sizeof(v), MSR_FEATURE_CONTROL);
-    err = errno;
-    if (n != (ssize_t)sizeof(v))
-        report("feature-control", cpu, baseline, "rdmsr 0x3a -> errno=%d%s", err,
-               baseline ? " (baseline: no expectation)" : " expect=locked,vmx-off");
-    else if (baseline)
-        report("feature-control", cpu, 1, "value=0x%llx (baseline: no expectation)",
-               (unsigned long long)v);
-    else
-        report("feature-control", cpu, (v & FC_LOCK) && !(v & FC_VMX_OUTSIDE_SMX),
-               "value=0x%llx expect=locked,vmx-off", (unsigned long long)v);
-    close(fd);
-}
-
-/* AMD: VM_HSAVE_PA must #GP (EIO through the msr driver); EFER.SVME reads 0. */
-static void check_msrs_amd(int cpu)
-{
-    char path[64];
-    uint64_t v = 0;
-    ssize_t n;
-    int fd, err;
-
-    snprintf(path, sizeof(path), "/dev/cpu/%d/msr", cpu);
-    fd = open(path, O_RDONLY);
-    if (fd < 0) {
-        err = errno;
-        report("msr-gp-reflected", cpu, 0, "cannot open %s errno=%d", path, err);
-        report("efer-svme-hidden", cpu, 0, "cannot open %s errno=%d", path, err);
-        return;
-    }
-    n = pread(fd, &v, sizeof(v), MSR_VM_HSAVE_PA);
-    err = errno;
-    if (n < 0)
-        report("msr-gp-reflected", cpu, baseline || err == EIO, "rdmsr 0x%x -> errno=%d%s",
-               MSR_VM_HSAVE_PA, err, baseline ? " (baseline: no expectation)" : " expect=EIO");
-    else
-        report("msr-gp-reflected", cpu, baseline, "rdmsr 0x%x -> 0x%llx%s", MSR_VM_HSAVE_PA,
-               (unsigned long long)v, baseline ? " (baseline: no expectation)" : " expect=EIO");
-    n = pread(fd, &v, sizeof(v), MSR_EFER);
-    err = errno;
-    if (n != (ssize_t)sizeof(v))
-        report("efer-svme-hidden", cpu, 0, "rdmsr 0x%x -> errno=%d", MSR_EFER, err);
-    else
-        report("efer-svme-hidden", cpu, baseline || !(v & EFER_SVME),
-               "efer=0x%llx%s", (unsigned long long)v,
-               baseline ? " (baseline: no expectation)" : " expect=svme-clear");
+    check_gp_msr(fd, cpu, amd ? MSR_VM_HSAVE_PA : MSR_VMX_BASIC);
+    check_value_msr(fd, cpu);
     close(fd);
 }
 
@@ -324,10 +305,7 @@ static void check_cpu(int cpu)
     report(amd ? "vmmcall-ring3-sigill" : "vmcall-ring3-sigill", cpu, s == SIGILL,
            "signal=%s", s == SIGILL ? "SIGILL" : s == SIGSEGV ? "SIGSEGV" :
            s ? "other" : "none (returned)");
-    if (amd)
-        check_msrs_amd(cpu);
-    else
-        check_msrs(cpu);
+    check_msrs(cpu);
 }
 
 /* ---- mode and CPUs ----------------------------------------------------- */

@@ -102,7 +102,6 @@ static void dump_seg(const char *n, const struct vmcb_seg *s)
 void svm_dump_guest(struct hv_cpu *c)
 {
     struct vmcb *v = vmcb_of(c);
-    struct hv_regs *r = c->regs;
 
     hv_log("HV: guest cpu=%u rip=%llx rsp=%llx rflags=%llx cpl=%u cr0=%llx cr3=%llx "
            "cr4=%llx efer=%llx\n", c->index, (unsigned long long)v->save.rip,
@@ -129,12 +128,7 @@ void svm_dump_guest(struct hv_cpu *c)
            (unsigned long long)v->ctl.eventinj, (unsigned long long)v->ctl.int_state,
            v->ctl.asid, v->ctl.tlb_control, (unsigned long long)v->ctl.np_enable,
            (unsigned long long)v->ctl.n_cr3, v->ctl.icpt3, v->ctl.icpt4);
-    if (r)
-        hv_log("HV: guest rax=%llx rbx=%llx rcx=%llx rdx=%llx rsi=%llx rdi=%llx rbp=%llx\n",
-               (unsigned long long)r->rax, (unsigned long long)r->rbx,
-               (unsigned long long)r->rcx, (unsigned long long)r->rdx,
-               (unsigned long long)r->rsi, (unsigned long long)r->rdi,
-               (unsigned long long)r->rbp);
+    hv_dump_regs(c->regs);
 }
 
 /* ---- VMEXIT_INVALID: which VMRUN consistency check failed (APM 15.5.1) -------- */
