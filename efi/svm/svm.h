@@ -48,8 +48,6 @@ struct svm_cpu {
     uint64_t idt_base;           /* 0x50 */
     struct vmcb *vmcb;
     uint64_t orig_efer;
-    bool launched;               /* a VMRUN has entered the guest */
-    bool want_vintr;             /* exit as soon as the guest can take an event */
 };
 _Static_assert(__builtin_offsetof(struct svm_cpu, fail_rip) == 0x30, "svm_entry.S");
 _Static_assert(__builtin_offsetof(struct svm_cpu, gdt_limit) == 0x3E, "svm_entry.S");

@@ -414,9 +414,10 @@ static void exit_invalid(struct hv_cpu *c, struct vmcb *v)
     hv_log("HV: vmexit-invalid cpu=%u exitcode=%llx: VMRUN refused the guest state\n",
            c->index, (unsigned long long)v->ctl.exitcode);
     explain_invalid(c, v);
-    if (s->launched)
+    /* The first VMRUN leaves RIP at svm_launch's label 1, two bytes (XOR
+     * EAX, EAX) before its failure return: then fail open, back there. */
+    if (v->save.rip + 2 != s->fail_rip)
         hv_panic(c, "vmexit-invalid\n");
-    /* The first VMRUN: fail open, back to svm_launch's failure return. */
     v->save.rip = s->fail_rip;
     c->regs->rax = 1;
     c->guest = false;
@@ -464,7 +465,6 @@ __attribute__((sysv_abi)) void svm_exit_handler(struct hv_regs *regs)
     if ((uint32_t)code == VMEXIT_INVALID) {
         exit_invalid(c, v);
     } else if (code == VMEXIT_NPF) {
-        svm_of(c)->launched = true;
         c->exits[HV_EXIT_NPF]++;
         exit_npf(c, v);
     } else {
@@ -474,7 +474,6 @@ __attribute__((sysv_abi)) void svm_exit_handler(struct hv_regs *regs)
                      (unsigned long long)code, (unsigned long long)v->ctl.exitinfo1,
                      (unsigned long long)v->ctl.exitinfo2);
         }
-        svm_of(c)->launched = true;
         e = &exit_table[code];
         c->exits[e->kind]++;
         if (e->kind == HV_EXIT_CPUID) {            /* the hottest: no ops hop */
