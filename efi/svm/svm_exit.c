@@ -318,13 +318,15 @@ static void exit_io(struct hv_cpu *c, struct vmcb *v)
     uint16_t port = (uint16_t)(info >> 16);
     uint32_t mask = size == 4 ? 0xFFFFFFFFu : (1u << (8 * size)) - 1, val;
 
-    if ((info & 4) || port != hv_pm1a_cnt_port)        /* string I/O: never trapped */
-        hv_panic(c, "ioio info1=%llx\n", (unsigned long long)info);
+    if (info & 4)                                      /* INS/OUTS: not emulated */
+        hv_panic(c, "ioio string info1=%llx\n", (unsigned long long)info);
     if (info & 1) {                                    /* IN */
         val = port_in(port, size);
         c->regs->rax = size == 4 ? (val & mask) : (c->regs->rax & ~(uint64_t)mask) | (val & mask);
-    } else {
+    } else if (port == hv_pm1a_cnt_port) {
         hv_pm1a_write(c, (uint32_t)c->regs->rax & mask, size);
+    } else {   /* a wider access that overlaps the trapped port: performed as is */
+        port_out(port, size, (uint32_t)c->regs->rax & mask);
     }
     v->save.rip = v->ctl.exitinfo2;                    /* the next RIP, with or without NRIPS */
     v->ctl.int_state &= ~INT_SHADOW;
