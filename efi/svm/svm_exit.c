@@ -214,6 +214,9 @@ static void exit_vintr(struct hv_cpu *c, struct vmcb *v)
     v->ctl.icpt3 &= ~ICPT_VINTR;
 }
 
+/* Limit: without vNMI the VMCB does not show whether the guest is still in
+ * an NMI handler, so a guest NMI is injected at the next event-free entry;
+ * one that arrives during the guest's own NMI handler nests. */
 static void deliver_pending_nmi(struct hv_cpu *c, struct vmcb *v)
 {
     if ((v->ctl.eventinj & EVT_VALID) || (v->ctl.int_state & INT_SHADOW)) {
@@ -462,7 +465,8 @@ __attribute__((sysv_abi)) void svm_exit_handler(struct hv_regs *regs)
     regs->rax = v->save.rax;
     v->ctl.tlb_control = TLB_NONE;
     /* An exit during event delivery loses the event unless it is injected
-     * again (APM 15.7.2); anything injected before has been delivered. */
+     * again (APM 15.7.2); anything injected before has been delivered.
+     * (Limit: a software INTn re-injected without NRIPS.) */
     v->ctl.eventinj = (v->ctl.exitintinfo & EVT_VALID) ? v->ctl.exitintinfo : 0;
     if ((uint32_t)code == VMEXIT_INVALID) {
         exit_invalid(c, v);
