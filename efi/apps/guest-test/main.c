@@ -21,8 +21,7 @@
 #define N_EXIT_KINDS 15
 #define AP_TIMEOUT_US (5 * 1000 * 1000)
 
-uint64_t gt_hypercall_intel(uint64_t fn, uint64_t a1, uint64_t a2, uint64_t out[2])
-    __asm__("gt_hypercall");
+uint64_t gt_hypercall_intel(uint64_t fn, uint64_t a1, uint64_t a2, uint64_t out[2]);
 uint64_t gt_hypercall_amd(uint64_t fn, uint64_t a1, uint64_t a2, uint64_t out[2]);
 int gt_try_vmxon(const uint64_t *pa);
 int gt_try_vmrun(const uint64_t *pa);

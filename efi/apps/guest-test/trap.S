@@ -5,10 +5,10 @@
  */
     .text
 
-/* uint64_t gt_hypercall(uint64_t fn, uint64_t a1, uint64_t a2, uint64_t out[2])
+/* uint64_t gt_hypercall_intel(uint64_t fn, uint64_t a1, uint64_t a2, uint64_t out[2])
  * RAX = fn, RCX = magic, RDX = a1, R8 = a2; returns RAX, out = {RDX, R8}. */
-    .globl gt_hypercall
-gt_hypercall:
+    .globl gt_hypercall_intel
+gt_hypercall_intel:
     push %rbx
     mov %r9, %r11
     mov %rcx, %rax
