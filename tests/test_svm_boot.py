@@ -16,7 +16,7 @@ from conftest import explain
 
 # Checks every CPU runs and reports as `GUEST: <check> PASS cpu=<i>`.
 PER_CPU_CHECKS = [
-    "hv-present", "svm-hidden", "vmrun-ud", "stgi-ud", "efer-svme-hidden", "vm-cr-locked",
+    "hv-present", "cpuid-prefixed", "svm-hidden", "vmrun-ud", "stgi-ud", "efer-svme-hidden", "vm-cr-locked",
     "vm-cr-write-gp", "vm-hsave-gp", "vmcall-version", "devirtualize", "post-devirt-no-hv-bit",
 ]
 # Checks the BSP alone runs.

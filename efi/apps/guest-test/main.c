@@ -221,9 +221,24 @@ static void check_version(size_t cpu)
     result("vmcall-version", st_ == 0 && out[0] == 1, cpu, d);
 }
 
+/* CPUID behind legal prefixes (CS, DS override, operand size, REX.W): the
+ * hypervisor must skip the whole instruction, whatever its length (on SVM
+ * without NRIPS it decodes the bytes).  A wrong length lands inside the
+ * instruction or skips the marker. */
+static void check_prefixed_cpuid(size_t cpu)
+{
+    uint32_t a = 0x40000000, b, c = 0, d, marker = 0;
+
+    __asm__ volatile(".byte 0x2e, 0x3e, 0x66, 0x48, 0x0f, 0xa2\n\tmovl $0x600d, %4"
+                     : "+a"(a), "=b"(b), "+c"(c), "=d"(d), "+r"(marker));
+    result("cpuid-prefixed", marker == 0x600d && b == 0x7263694D, cpu,
+           marker == 0x600d ? NULL : "marker skipped");
+}
+
 static void per_cpu_checks(size_t cpu)
 {
     check_hv_present(cpu);
+    check_prefixed_cpuid(cpu);
     if (amd)
         check_traps_amd(cpu);
     else
