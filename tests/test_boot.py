@@ -84,7 +84,7 @@ def check_hv_memory_reserved(res) -> None:
 
 AFTER = {name: [check_hv_memory_reserved] for name in
          (sc["name"] for sc in SCENARIOS)
-         if name.startswith(("bochs-linux-hv", "tcg-linux-svm"))}
+         if name.startswith(("bochs-linux-hv", "tcg-linux-svm", "bochs-linux-svm"))}
 
 
 class _Fake:
