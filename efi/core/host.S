@@ -1,5 +1,6 @@
 /*
- * host.S - host exception entry stubs and fault-recovering MSR access.
+ * host.S - host exception entry stubs and fault-recovering MSR and XSETBV
+ * access.
  * Microsoft x64 calling convention (arguments in RCX, RDX).
  */
     .text
@@ -80,6 +81,16 @@ hv_wrmsr_safe:
     shr $32, %rdx
 hv_wrmsr_insn:
     wrmsr
+    xor %eax, %eax
+    ret
+
+/* int hv_xsetbv_safe(uint32_t xcr, uint64_t v) */
+    .globl hv_xsetbv_safe, hv_xsetbv_insn
+hv_xsetbv_safe:
+    mov %rdx, %rax
+    shr $32, %rdx
+hv_xsetbv_insn:
+    xsetbv
     xor %eax, %eax
     ret
 

@@ -16,7 +16,7 @@ static uint64_t *pml4;
 
 /* host.S */
 extern const uint8_t host_exc_stubs[32][16];
-extern const uint8_t hv_rdmsr_insn[], hv_wrmsr_insn[], hv_msr_fault[];
+extern const uint8_t hv_rdmsr_insn[], hv_wrmsr_insn[], hv_xsetbv_insn[], hv_msr_fault[];
 
 struct host_frame {
     uint64_t r15, r14, r13, r12, r11, r10, r9, r8, rdi, rsi, rbp, rbx, rdx, rcx, rax;
@@ -28,9 +28,10 @@ void host_exception(struct host_frame *f)
 {
     uint64_t cr2;
 
-    /* The fault-recovering MSR accessors: resume at their error return. */
+    /* The fault-recovering accessors: resume at their error return. */
     if (f->vec == VEC_GP && (f->rip == (uint64_t)(uintptr_t)hv_rdmsr_insn ||
-                             f->rip == (uint64_t)(uintptr_t)hv_wrmsr_insn)) {
+                             f->rip == (uint64_t)(uintptr_t)hv_wrmsr_insn ||
+                             f->rip == (uint64_t)(uintptr_t)hv_xsetbv_insn)) {
         f->rip = (uint64_t)(uintptr_t)hv_msr_fault;
         return;
     }

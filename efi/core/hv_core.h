@@ -8,6 +8,7 @@
 
 #include "hv.h"
 #include "x86.h"
+#include "cpuid_policy.h"
 
 #define HV_MAX_CPUS 64
 
@@ -32,7 +33,7 @@ enum hc_function {
     HC_DEVIRT = 4,    /* leave VMX on every CPU (the others via an NMI), resume after
                        * the VMCALL natively -> RDX = mask of CPU indices that left */
 };
-enum { HC_OK = 0, HC_E_FUNCTION = -1, HC_E_ARG = -2 };
+enum { HC_OK = 0, HC_E_FUNCTION = -1, HC_E_ARG = -2, HC_E_STATE = -3 };
 
 /* CPUID hypervisor leaves: 0x40000000 EAX = max leaf, EBX:ECX:EDX = the
  * signature; 0x40000001 EAX = HV_INTERFACE_VERSION; the rest of the range
@@ -63,6 +64,7 @@ struct hv_guest_paging {
     uint64_t cr0, cr3, cr4, efer;
     uint64_t cs_base, rip, rsp;
     bool cs_long, cs_32;            /* CS.L, CS.D */
+    uint64_t gdtr_base, gdtr_limit, idtr_base;   /* for hv_devirt_possible */
 };
 
 /* What the core asks of a vendor backend (efi/vmx, efi/svm). */
@@ -168,6 +170,8 @@ uint64_t host_tss_base(struct hv_cpu *c);
 /* Fault-recovering MSR access (host.S): 0 on success, -1 if it raised #GP. */
 int hv_rdmsr_safe(uint32_t msr, uint64_t *v);
 int hv_wrmsr_safe(uint32_t msr, uint64_t v);
+/* XSETBV that returns -1 instead of faulting when the CPU raises #GP. */
+int hv_xsetbv_safe(uint32_t xcr, uint64_t v);
 
 /* ---- exit.c: shared exit handling ---------------------------------------- */
 void hv_handle_exit(struct hv_cpu *c, enum hv_exit kind);
@@ -175,6 +179,9 @@ void hv_handle_exit(struct hv_cpu *c, enum hv_exit kind);
  * fast path.  CPUID is the one exit a guest cannot avoid, and it runs in
  * loops (feature probes, serialization, timing). */
 void hv_cpuid_emulate(struct hv_cpu *c);
+/* Once, from the backend's global_init: the guest's CPUID for these
+ * controls (cpuid_policy.c).  0, or -1 with a log line. */
+int hv_cpuid_policy_init(const struct cpuid_ctls *ctls);
 void hv_count_exit(struct hv_cpu *c, enum hv_exit kind);
 void hv_print_stats(struct hv_cpu *c);
 /* Guest memory the host may touch on the guest's behalf (hypercall buffers). */
@@ -203,6 +210,10 @@ static inline bool hv_smp_pending(const struct hv_cpu *c)
 /* HC_DEVIRT: leave VMX everywhere; returns the mask of CPUs that left
  * (this CPU included, which the caller then devirtualizes). */
 uint64_t hv_devirt_all(struct hv_cpu *c);
+/* Whether this CPU's guest can be resumed natively by devirtualize: 64-bit
+ * code whose page tables map the hypervisor's pool, GDT and IDT at their
+ * physical addresses (the switch runs host code under the guest's CR3). */
+bool hv_devirt_possible(struct hv_cpu *c);
 /* A guest OUT to the PM1a control port. */
 void hv_pm1a_write(struct hv_cpu *c, uint32_t val, unsigned size);
 /* The EFI system table (efi/platform/main.c), read-only: ACPI tables and

@@ -91,6 +91,29 @@ int hv_guest_read_linear(const struct hv_guest_paging *p, uint64_t la, void *buf
     return 0;
 }
 
+static bool identity_mapped(const struct hv_guest_paging *p, uint64_t la)
+{
+    uint64_t pa;
+
+    return !walk(p, la, &pa) && pa == la;
+}
+
+bool hv_devirt_possible(struct hv_cpu *c)
+{
+    struct hv_guest_paging p = {0};
+    uint64_t pb, ps;
+
+    c->ops->guest_paging(c, &p);
+    if (!(p.efer & EFER_LMA) || !p.cs_long)
+        return false;
+    hv_protected_range(&pb, &ps);
+    for (uint64_t a = pb; a < pb + ps; a += 4096)
+        if (!identity_mapped(&p, a))
+            return false;
+    return identity_mapped(&p, p.gdtr_base) &&
+           identity_mapped(&p, p.gdtr_base + p.gdtr_limit) && identity_mapped(&p, p.idtr_base);
+}
+
 /* The stores a compiler emits for a 32-bit MMIO write (SDM Vol 2):
  *   89 /r      MOV r/m32, r32
  *   C7 /0 id   MOV r/m32, imm32

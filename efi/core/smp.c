@@ -311,7 +311,7 @@ static void leave(struct hv_cpu *c)
         c->ops->leave_parked(c);
     }
     c->ops->guest_paging(c, &p);
-    if (!(p.efer & EFER_LMA) || !p.cs_long) {       /* devirtualize resumes 64-bit code */
+    if (!(p.efer & EFER_LMA) || !p.cs_long || !hv_devirt_possible(c)) {
         __atomic_store_n(&c->left, -1, __ATOMIC_RELEASE);
         return;
     }
@@ -388,8 +388,9 @@ uint64_t hv_devirt_all(struct hv_cpu *c)
     for (size_t i = 0; i < hv_cpu_total; i++) {
         struct hv_cpu *t = hv_cpus[i];
 
-        if (t == c || t->left)
+        if (t == c || t->left == 1)
             continue;
+        __atomic_store_n(&t->left, 0, __ATOMIC_RELEASE);   /* refused before: ask again */
         lock(&t->lock);
         t->req |= REQ_DEVIRT;
         unlock(&t->lock);
@@ -409,6 +410,7 @@ uint64_t hv_devirt_all(struct hv_cpu *c)
     for (size_t i = 0; i < hv_cpu_total; i++)
         if (hv_cpus[i] != c)
             hv_log("HV: devirtualize cpu=%zu %s\n", i, mask & (1ull << i) ? "done" : "refused");
+    __atomic_store_n(&busy, 0, __ATOMIC_RELEASE);  /* a refused CPU may be asked again */
     return mask;
 }
 

@@ -22,9 +22,11 @@ struct hv_cpu *hv_cpus[HV_MAX_CPUS];
 
 /* Hand-over from the host-side setup (copy) to the guest-side launcher
  * (original image).  Lives in the original image. */
+enum { CPU_FAIL_PREPARE = -1, CPU_FAIL_LAUNCH = -2 };
+
 struct vmm_boot {
     struct hv_cpu *cpu[HV_MAX_CPUS];
-    volatile int status[HV_MAX_CPUS];      /* 1: guest now, -1: failed */
+    volatile int status[HV_MAX_CPUS];      /* 1: guest now, 0: never ran, CPU_FAIL_* */
     int (*prepare)(struct hv_cpu *c);      /* copy: enable VMX, build the VMCS */
     int (*launch)(void);                   /* original: returns 0 as a guest */
     void (*launch_failed)(struct hv_cpu *c, int rc);
@@ -198,15 +200,82 @@ static void cpu_entry(void *ctx, size_t index)
     if (!c)
         return;
     rc = b->prepare(c);
-    if (rc == 0) {
-        rc = b->launch();        /* returns 0 as a guest */
-        if (rc)
-            b->launch_failed(c, rc);
+    if (rc) {
+        b->status[index] = CPU_FAIL_PREPARE;
+        return;
     }
-    b->status[index] = rc == 0 ? 1 : -1;
+    rc = b->launch();            /* returns 0 as a guest */
+    if (rc)
+        b->launch_failed(c, rc);
+    b->status[index] = rc == 0 ? 1 : CPU_FAIL_LAUNCH;
 }
 
-static size_t pool_estimate(size_t image_pages, size_t ncpu)
+/* ---- fail closed --------------------------------------------------------------
+ * No half-protected machine: when a CPU could not be virtualized, the CPUs
+ * that were leave VMX again (one devirtualize hypercall takes them all out)
+ * and the boot goes on with none virtualized. */
+static const char *cpu_fail_name(int st)
+{
+    return st == CPU_FAIL_PREPARE ? "prepare-failed (see above)" :
+           st == CPU_FAIL_LAUNCH ? "vmlaunch-failed (see above)" : "not-started-by-mp-services";
+}
+
+static uint64_t devirt_call(void)
+{
+    uint64_t rax = HC_DEVIRT, rdx = 0;
+
+    __asm__ volatile("vmcall" : "+a"(rax), "=d"(rdx) : "c"((uint64_t)HC_MAGIC), "d"(0ull)
+                     : "r8", "r9", "memory", "cc");
+    return rax == HC_OK ? rdx : 0;
+}
+
+struct devirt_ctx { size_t who; volatile uint64_t mask; };
+
+static void devirt_entry(void *ctx, size_t index)
+{
+    struct devirt_ctx *d = ctx;
+
+    if (index == d->who)
+        d->mask = devirt_call();
+}
+
+static int fail_closed(size_t ncpu)
+{
+    struct devirt_ctx d = {ncpu, 0};
+    uint64_t want = 0;
+    size_t bad = ncpu;
+
+    for (size_t i = 0; i < ncpu; i++) {
+        if (boot.status[i] == 1) {
+            want |= 1ull << i;
+            d.who = d.who == ncpu ? i : d.who;
+        } else if (bad == ncpu) {
+            bad = i;
+        }
+    }
+    if (want && d.who == 0)
+        d.mask = devirt_call();
+    else if (want)
+        plat_run_on_all_cpus(devirt_entry, &d);
+    if ((d.mask & want) != want) {
+        hv_log("HV: panic fail-closed: cpus=%llx still virtualized (left=%llx)\n",
+               (unsigned long long)want, (unsigned long long)d.mask);
+        halt_forever();
+    }
+    hv_log("HV: skip reason=cpu %zu: %s\n", bad, cpu_fail_name(boot.status[bad]));
+    return -1;
+}
+
+/* Whether EPT/NPT can map 1 GiB pages: EPT_VPID_CAP[17] on Intel (what
+ * ept.c uses), the CPUID page-size bit for AMD's nested paging. */
+static bool paging_1g(const struct hv_caps *caps)
+{
+    if (caps->virt == HV_VIRT_VMX)               /* the MSR exists with EPT */
+        return caps->ept && (rdmsr(0x48C) & (1ull << 17));
+    return cpuid2(0x80000001, 0).edx & (1u << 26);
+}
+
+static size_t pool_estimate(const struct hv_caps *caps, size_t image_pages, size_t ncpu)
 {
     struct cpuid_regs r = cpuid2(0x80000008, 0);
     unsigned maxphy = r.eax & 0xFF;
@@ -214,7 +283,7 @@ static size_t pool_estimate(size_t image_pages, size_t ncpu)
 
     /* EPT: PML4 + PDPTs (1 GiB leaves) + PD/PT pairs for the splits around
      * the pool; without 1 GiB pages EPT needs one PD per GiB instead. */
-    if (!(cpuid2(0x80000001, 0).edx & (1u << 26)))
+    if (!paging_1g(caps))
         pdpts *= 512;
     return image_pages + SHARED_PAGES + PERCPU_PAGES * ncpu + 1 + pdpts + 16;
 }
@@ -246,7 +315,10 @@ int vmm_start(const struct hv_caps *caps)
         return -1;
     }
     ncpu = plat_cpu_count();
-    ncpu = ncpu ? ncpu : 1;
+    if (!ncpu) {                 /* no MP Services: the APs could not be covered */
+        hv_log("HV: skip reason=no-mp-services\n");
+        return -1;
+    }
     if (ncpu > HV_MAX_CPUS || pe_layout(__ImageBase, &l)) {
         hv_log("HV: skip reason=%s\n", ncpu > HV_MAX_CPUS ? "too-many-cpus" : "image-header");
         return -1;
@@ -254,7 +326,7 @@ int vmm_start(const struct hv_caps *caps)
     hv_log_serial_only();        /* CPU callbacks below run on APs too */
     hv_cpu_total = ncpu;         /* set before the copy, so the copy has it */
     image_pages = (l.size + 4095) / 4096;
-    pages = pool_estimate(image_pages, ncpu);
+    pages = pool_estimate(caps, image_pages, ncpu);
     copy = plat_alloc_pages(pages);
     if (!copy) {
         hv_log("HV: skip reason=no-memory pages=%zu\n", pages);
@@ -276,10 +348,8 @@ int vmm_start(const struct hv_caps *caps)
             hv_log("HV: cpu=%zu %s=off\n", i, boot.name);
         }
     }
-    if (on != ncpu) {
-        hv_log("HV: panic only %u of %zu cpus virtualized\n", on, ncpu);
-        return -1;
-    }
+    if (on != ncpu)
+        return fail_closed(ncpu);
     hv_log("HV: init ticks=%llu\n", (unsigned long long)(rdtsc() - t0));
     hv_log("HV: ready cpus=%u\n", on);
     return 0;

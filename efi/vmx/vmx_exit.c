@@ -123,7 +123,13 @@ void vmx_skip_insn(struct hv_cpu *c)
 }
 
 /* Event injection (SDM 25.8.3).  In real mode no error code is pushed
- * (SDM 26.2.1.3), so it is only delivered with CR0.PE = 1. */
+ * (SDM 26.2.1.3), so it is only delivered with CR0.PE = 1.  A fault pushes
+ * RFLAGS with RF set, so the handler's IRET does not re-trigger an
+ * instruction breakpoint (SDM Vol 3A 18.3.1.1); hardware sets it, an
+ * injected event takes RFLAGS as it is, so we set it (not for the traps
+ * #DB, #BP, #OF). */
+#define RFLAGS_RF (1ull << 16)
+
 void vmx_inject_exception(struct hv_cpu *c, uint8_t vec, bool has_err, uint32_t err)
 {
     uint32_t info = vec | INTR_TYPE_HW_EXC | INTR_INFO_VALID;
@@ -133,6 +139,8 @@ void vmx_inject_exception(struct hv_cpu *c, uint8_t vec, bool has_err, uint32_t 
         info |= INTR_ERR_VALID;
         vmcs_write32(VMCS_ENTRY_EXC_ERROR, err);
     }
+    if (vec != 1 && vec != 3 && vec != 4)
+        vmcs_writenat(VMCS_GUEST_RFLAGS, vmcs_readnat(VMCS_GUEST_RFLAGS) | RFLAGS_RF);
     vmcs_write32(VMCS_ENTRY_INTR_INFO, info);
 }
 
@@ -259,10 +267,22 @@ static void set_seg(enum vmx_seg s, uint16_t sel, uint64_t base, uint32_t limit,
     vmcs_write32(VMCS_GUEST_AR(s), ar);
 }
 
+/* INVVPID for our one VPID (SDM Vol 3C 29.4.3.3): single-context where
+ * EPT_VPID_CAP[41] allows it, else all-context (bit 42; vpid_check made
+ * sure one of them exists). */
+void vmx_flush_vpid(void)
+{
+    if (!(vmx.proc2 & PROC2_VPID))
+        return;
+    if (vmx.ept_vpid_cap & (1ull << 41))
+        vmx_invvpid(1, 1);
+    else
+        vmx_invvpid(2, 0);
+}
+
 static void flush_guest_tlb(void)
 {
-    if (vmx.proc2 & PROC2_VPID)
-        vmx_invvpid(1, 1);                         /* single context: VPID 1 */
+    vmx_flush_vpid();
 }
 
 /* INIT: the architectural INIT state (SDM Vol 3A 10.1.1, Table 10-1) and
@@ -383,6 +403,9 @@ void vmx_guest_paging(struct hv_cpu *c, struct hv_guest_paging *p)
     p->rsp = vmcs_readnat(VMCS_GUEST_RSP);
     p->cs_long = (ar >> 13) & 1;
     p->cs_32 = (ar >> 14) & 1;
+    p->gdtr_base = vmcs_readnat(VMCS_GUEST_GDTR_BASE);
+    p->gdtr_limit = vmcs_read32(VMCS_GUEST_GDTR_LIMIT);
+    p->idtr_base = vmcs_readnat(VMCS_GUEST_IDTR_BASE);
 }
 
 /* ---- control-register access (SDM Vol 3C 28.1.3, Table 28-3) ------------------- */
@@ -392,13 +415,51 @@ static uint64_t *gpr(struct hv_cpu *c, unsigned n, uint64_t *rsp)
     return n == 4 ? rsp : &((uint64_t *)c->regs)[n];
 }
 
+#define CR0_WP    (1ull << 16)
+#define CR0_NW    (1ull << 29)
+#define CR0_CD    (1ull << 30)
+#define CR4_PAE   (1ull << 5)
+#define CR4_LA57  (1ull << 12)
+#define CR4_PCIDE (1ull << 17)
+#define CR4_CET   (1ull << 23)
+
+static bool guest_cs_l(void)
+{
+    return (vmcs_read32(VMCS_GUEST_AR(SEG_CS)) >> 13) & 1;
+}
+
+/* MOV to CR0's #GP(0) conditions (SDM Vol 2B "MOV - Move to/from Control
+ * Registers", Vol 3A 2.5, 10.8.5), in the SDM's order.  The CPU checked
+ * CPL before the exit.  old: CR0 as the guest sees it. */
+static bool cr0_write_faults(uint64_t val, uint64_t old)
+{
+    uint64_t efer = vmcs_read64(VMCS_GUEST_EFER), cr4 = vmx_guest_cr4(NULL);
+
+    if (val >> 32)                                 /* reserved CR0[63:32] */
+        return true;
+    if ((val & CR0_PG) && !(val & CR0_PE))         /* invalid combinations */
+        return true;
+    if ((val & CR0_NW) && !(val & CR0_CD))
+        return true;
+    if (!(val & CR0_PG) && (old & CR0_PG) &&       /* paging off in 64-bit mode */
+        (((efer & EFER_LMA) && guest_cs_l()) || (cr4 & CR4_PCIDE)))
+        return true;
+    if ((val & CR0_PG) && !(old & CR0_PG) && (efer & EFER_LME) &&
+        (!(cr4 & CR4_PAE) || guest_cs_l()))        /* IA-32e entry: PAE, CS.L = 0 */
+        return true;
+    if (!(val & CR0_WP) && (cr4 & CR4_CET))
+        return true;
+    return false;
+}
+
 static void emulate_cr0(struct hv_cpu *c, uint64_t val)
 {
     uint64_t old = vmcs_readnat(VMCS_GUEST_CR0), efer = vmcs_read64(VMCS_GUEST_EFER);
+    uint64_t seen = (old & ~vmx.cr0_mask) | (vmcs_readnat(VMCS_CR0_SHADOW) & vmx.cr0_mask);
     uint64_t real = (val | (vmx.cr0_fixed0 & ~(CR0_PE | CR0_PG))) & vmx.cr0_fixed1;
     uint32_t entry = vmcs_read32(VMCS_ENTRY_CTLS);
 
-    if ((val >> 32) || ((val & CR0_PG) && !(val & CR0_PE)))
+    if (cr0_write_faults(val, seen))
         return vmx_inject_exception(c, VEC_GP, true, 0);
     /* Paging on/off with EFER.LME set enters/leaves IA-32e mode (SDM 10.8.5). */
     if ((val ^ old) & CR0_PG && (efer & EFER_LME)) {
@@ -413,10 +474,29 @@ static void emulate_cr0(struct hv_cpu *c, uint64_t val)
     vmx_skip_insn(c);
 }
 
-/* The guest may not set VMXE (it sees no VMX) nor bits the CPU lacks. */
+/* MOV to CR4's #GP(0) conditions (same SDM page), in order.  The guest sees
+ * no VMX, so VMXE is reserved for it, like every bit the CPU lacks. */
+static bool cr4_write_faults(uint64_t val, uint64_t old)
+{
+    bool lma = vmcs_read64(VMCS_GUEST_EFER) & EFER_LMA;
+
+    if ((val & CR4_VMXE) || (val & ~vmx.cr4_fixed1) || (val >> 32))
+        return true;
+    if (lma && !(val & CR4_PAE))                   /* PAE off in IA-32e mode */
+        return true;
+    if (lma && ((val ^ old) & CR4_LA57))           /* LA57 change in IA-32e mode */
+        return true;
+    if ((val & CR4_PCIDE) && !(old & CR4_PCIDE) &&
+        (!lma || (vmcs_readnat(VMCS_GUEST_CR3) & 0xFFF)))
+        return true;
+    if ((val & CR4_CET) && !(vmcs_readnat(VMCS_GUEST_CR0) & CR0_WP))
+        return true;
+    return false;
+}
+
 static void emulate_cr4(struct hv_cpu *c, uint64_t val)
 {
-    if ((val & CR4_VMXE) || (val & ~vmx.cr4_fixed1))
+    if (cr4_write_faults(val, vmx_guest_cr4(c)))
         return vmx_inject_exception(c, VEC_GP, true, 0);
     vmcs_writenat(VMCS_CR4_SHADOW, val);
     vmcs_writenat(VMCS_GUEST_CR4, val | vmx.cr4_fixed0);
