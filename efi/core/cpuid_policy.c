@@ -7,6 +7,8 @@
  */
 #include "cpuid_policy.h"
 
+_Static_assert(CPUID_STD_N <= 32 && CPUID_EXT_N <= 32, "the masks have one bit per leaf");
+
 #define ALL 0xFFFFFFFFu
 #define ANY CPUID_ANY_SUB
 
@@ -70,6 +72,10 @@ static struct cpuid_slot *slot_for(struct cpuid_policy *p, const struct cpuid_ct
         return NULL;
     s = &p->slot[p->nslots++];
     *idx = (uint8_t)p->nslots;
+    if (leaf < CPUID_STD_N)
+        p->std_mask |= 1u << leaf;
+    else
+        p->ext_mask |= 1u << (leaf - 0x80000000u);
     s->sub = sub;
     for (int i = 0; i < 4; i++) {
         s->and_[i] = ALL;

@@ -64,6 +64,7 @@ struct cpuid_slot {
 
 struct cpuid_policy {
     uint8_t std[CPUID_STD_N], ext[CPUID_EXT_N];   /* slot index + 1, 0: none */
+    uint32_t std_mask, ext_mask;   /* bit n: leaf n / 0x80000000 + n has a slot */
     struct cpuid_slot slot[CPUID_SLOTS];
     unsigned nslots;
 };

@@ -85,35 +85,54 @@ static void hv_leaf(struct hv_regs *r, uint32_t leaf)
     }
 }
 
-/* A leaf the policy adjusts.  noinline: it may call the backend (guest
- * CR4), and inlined it would make every CPUID exit save more registers. */
-static __attribute__((noinline)) void cpuid_adjust(struct hv_cpu *c,
-                                                   const struct cpuid_slot *s, uint32_t v[4])
+/* A leaf the policy adjusts: CPUID, then the slot's masks.  noinline: it
+ * may call the backend (guest CR4), and inlined it would make every CPUID
+ * exit save more registers. */
+static __attribute__((noinline)) void cpuid_adjusted(struct hv_cpu *c, uint32_t leaf)
 {
-    cpuid_slot_apply(s, v, s->cr4_bit ? c->ops->guest_cr4(c) : 0);
+    struct hv_regs *r = c->regs;
+    uint32_t sub = (uint32_t)r->rcx, v[4];
+    const struct cpuid_slot *s = cpuid_policy_slot(&cpuid_pol, leaf, sub);
+
+    __asm__ volatile("cpuid" : "=a"(v[0]), "=b"(v[1]), "=c"(v[2]), "=d"(v[3])
+                     : "a"(leaf), "c"(sub));
+    if (s)
+        cpuid_slot_apply(s, v, s->cr4_bit ? c->ops->guest_cr4(c) : 0);
+    r->rax = v[0];
+    r->rbx = v[1];
+    r->rcx = v[2];
+    r->rdx = v[3];
+}
+
+/* Leaves outside 0-0x1F and 0x80000000-0x8000001F: the hypervisor range,
+ * or plain CPUID (the policy has no slot there). */
+static __attribute__((noinline)) void cpuid_other(struct hv_cpu *c, uint32_t leaf)
+{
+    struct hv_regs *r = c->regs;
+
+    if ((leaf >> 28) == 4)                     /* 0x40000000-0x4FFFFFFF */
+        return hv_leaf(r, leaf);
+    __asm__ volatile("cpuid" : "=a"(r->rax), "=b"(r->rbx), "=c"(r->rcx), "=d"(r->rdx)
+                     : "a"(leaf), "c"((uint32_t)r->rcx));
 }
 
 /* Every CPUID exits (SDM Vol 3C 26.1.2), so this is the hottest handler: the
- * results go straight into the saved registers.  The backend skips the
+ * results go straight into the saved registers, and a leaf the policy does
+ * not touch costs one range test and one bit test.  The backend skips the
  * instruction itself on its CPUID fast path (hv_cpuid_emulate), or do_cpuid
  * does through the ops table. */
 void hv_cpuid_emulate(struct hv_cpu *c)
 {
     struct hv_regs *r = c->regs;
-    uint32_t leaf = (uint32_t)r->rax, sub = (uint32_t)r->rcx, v[4];
-    const struct cpuid_slot *s;
+    uint32_t leaf = (uint32_t)r->rax;
 
-    if ((leaf >> 28) == 4)                     /* 0x40000000-0x4FFFFFFF */
-        return hv_leaf(r, leaf);
-    __asm__ volatile("cpuid" : "=a"(v[0]), "=b"(v[1]), "=c"(v[2]), "=d"(v[3])
-                     : "a"(leaf), "c"(sub));
-    s = cpuid_policy_slot(&cpuid_pol, leaf, sub);
-    if (s)
-        cpuid_adjust(c, s, v);
-    r->rax = v[0];                             /* 32-bit results zero the upper halves */
-    r->rbx = v[1];
-    r->rcx = v[2];
-    r->rdx = v[3];
+    if (leaf & 0x7FFFFFE0u)
+        return cpuid_other(c, leaf);
+    if (((leaf >> 31 ? cpuid_pol.ext_mask : cpuid_pol.std_mask) >> (leaf & 31)) & 1)
+        return cpuid_adjusted(c, leaf);
+    /* 32-bit results zero the upper halves. */
+    __asm__ volatile("cpuid" : "=a"(r->rax), "=b"(r->rbx), "=c"(r->rcx), "=d"(r->rdx)
+                     : "a"(leaf), "c"((uint32_t)r->rcx));
 }
 
 static void do_cpuid(struct hv_cpu *c)

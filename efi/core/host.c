@@ -115,6 +115,7 @@ uint64_t host_tss_base(struct hv_cpu *c) { return (uint64_t)(uintptr_t)c->gdt + 
 
 void *hv_guest_buffer(uint64_t gpa, uint64_t len)
 {
+    const struct hv_backend_ops *o;
     uint64_t pb, ps;
 
     hv_protected_range(&pb, &ps);
@@ -122,6 +123,11 @@ void *hv_guest_buffer(uint64_t gpa, uint64_t len)
         return NULL;
     if (gpa < pb + ps && gpa + len > pb)
         return NULL;             /* never let a guest point us at ourselves */
+    if (hv_apic_page && gpa < hv_apic_page + 4096 && gpa + len > hv_apic_page)
+        return NULL;             /* MMIO: a read or write there has effects */
+    o = this_cpu()->ops;
+    if (o && o->gpa_is_ram && !o->gpa_is_ram(gpa, len))
+        return NULL;             /* not ordinary RAM in the EPT/NPT view */
     return (void *)(uintptr_t)gpa;
 }
 

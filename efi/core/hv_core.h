@@ -106,6 +106,13 @@ struct hv_backend_ops {
     void (*flush_ept)(struct hv_cpu *c);
     /* Guest state the instruction decoder needs (efi/core/insn.c). */
     void (*guest_paging)(struct hv_cpu *c, struct hv_guest_paging *p);
+    /* Guest RFLAGS: returns the old value and, when mask is nonzero, writes
+     * (old & ~mask) | (val & mask) (emulated arithmetic sets its flags). */
+    uint64_t (*guest_rflags)(struct hv_cpu *c, uint64_t mask, uint64_t val);
+    /* Whether [gpa, gpa+len) is ordinary guest RAM in the EPT/NPT view:
+     * mapped read-write, write-back (not MMIO, not the xAPIC page, not the
+     * pool).  NULL: the core checks the pool and the APIC page only. */
+    bool (*gpa_is_ram)(uint64_t gpa, uint64_t len);
 };
 
 /* Per-CPU host state.  Host GS base points at this struct (self first), so
@@ -136,6 +143,7 @@ struct hv_cpu {
     volatile int left;              /* 1: left VMX, -1: refused (devirtualize) */
     volatile bool guest;            /* runs as our guest (set at prepare) */
     uint32_t icr_high;              /* the guest's xAPIC ICR[63:32] */
+    uint32_t apic_ldr, apic_dfr;    /* the guest's xAPIC LDR/DFR (logical IPIs) */
 };
 _Static_assert(__builtin_offsetof(struct hv_cpu, nmi_pending) == 8, "asm uses %gs:8");
 
@@ -194,9 +202,10 @@ extern volatile bool hv_apic_protected;
 extern uint16_t hv_pm1a_cnt_port;         /* 0: not trapped */
 void hv_smp_global_init(void);              /* BSP, before any CPU */
 void hv_smp_cpu_init(struct hv_cpu *c);     /* on each CPU, at prepare */
-/* A guest write of `val` to offset `off` of the xAPIC page: performed or
- * emulated.  The backend decoded nothing; the core decodes the instruction
- * and returns its length (it panics on anything it cannot decode). */
+/* A guest write to the xAPIC page at gpa: performed or emulated.  The
+ * backend decoded nothing; the core decodes the instruction and returns how
+ * far RIP advances (0: not at all - a REP STOS with iterations left, or an
+ * undecodable store, which gets #GP). */
 unsigned hv_apic_mmio_write(struct hv_cpu *c, uint64_t gpa);
 /* WRMSR to the x2APIC ICR (0x830). */
 void hv_x2apic_icr_write(struct hv_cpu *c, uint64_t val);
@@ -216,13 +225,31 @@ uint64_t hv_devirt_all(struct hv_cpu *c);
 bool hv_devirt_possible(struct hv_cpu *c);
 /* A guest OUT to the PM1a control port. */
 void hv_pm1a_write(struct hv_cpu *c, uint32_t val, unsigned size);
+/* A guest OUT of any width that touches the PM1a control register. */
+void hv_io_out(struct hv_cpu *c, uint16_t port, unsigned size, uint32_t val);
 /* The EFI system table (efi/platform/main.c), read-only: ACPI tables and
  * whether boot services are gone. */
 extern void *plat_st;
 
 /* ---- insn.c: guest memory by linear address, the MMIO store decoder ------ */
 int hv_guest_read_linear(const struct hv_guest_paging *p, uint64_t la, void *buf, unsigned n);
-unsigned hv_decode_store32(struct hv_cpu *c, uint32_t *val, int *xchg_reg);
+int hv_guest_write_linear(const struct hv_guest_paging *p, uint64_t la, const void *buf,
+                          unsigned n);
+/* A decoded 32-bit store to MMIO (the xAPIC page). */
+enum { STORE_MOV, STORE_ALU, STORE_STOS };
+enum { ALU_NOT = 8, ALU_NEG, ALU_INC, ALU_DEC };   /* 0-6: ADD OR ADC SBB AND SUB XOR */
+struct hv_store {
+    unsigned len;           /* instruction length */
+    unsigned kind;          /* STORE_* */
+    unsigned alu;           /* STORE_ALU: the operation */
+    uint32_t src;           /* the value or source operand */
+    int xchg_reg;           /* XCHG: the register that gets the old value, else -1 */
+    bool rep;               /* STORE_STOS with REP */
+    unsigned asize;         /* STORE_STOS: address size in bytes (RDI, RCX) */
+};
+int hv_decode_store(struct hv_cpu *c, struct hv_store *st);
+/* dst = a <alu> b with the flags it sets, merged into *guest_flags. */
+uint32_t hv_store_alu(unsigned alu, uint32_t a, uint32_t b, uint64_t *guest_flags);
 
 /* ---- hypercall.c ---------------------------------------------------------- */
 void hv_hypercall(struct hv_cpu *c);

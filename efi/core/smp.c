@@ -42,6 +42,8 @@
 #define APIC_BASE_ADDR  0x000FFFFFFFFFF000ull
 #define XAPIC_ICR_LO    0x300
 #define XAPIC_ICR_HI    0x310
+#define XAPIC_LDR       0x0D0
+#define XAPIC_DFR       0x0E0
 #define MSR_X2APIC_ICR  0x830
 
 /* ICR (SDM Vol 3A 11.6.1, Figure 11-12). */
@@ -196,8 +198,11 @@ void hv_smp_cpu_init(struct hv_cpu *c)
         c->apic_id = cpuid2(0xB, 0).edx;
     else
         c->apic_id = cpuid2(1, 0).ebx >> 24;
-    if (!x2apic_on() && hv_apic_page)
+    if (!x2apic_on() && hv_apic_page) {
         c->icr_high = *xapic(XAPIC_ICR_HI);
+        c->apic_ldr = *xapic(XAPIC_LDR);
+        c->apic_dfr = *xapic(XAPIC_DFR);
+    }
 }
 
 /* ---- ICR emulation ------------------------------------------------------------- */
@@ -223,29 +228,43 @@ static void record(struct hv_cpu *c, struct hv_cpu *t, unsigned dm, uint8_t vec)
         wake(c, t);
 }
 
+/* Logical destination (SDM Vol 3A 11.6.2.2, 11.12.10): xAPIC flat or
+ * cluster model from the target's LDR/DFR as the guest wrote them; x2APIC
+ * cluster ID and bit from the x2APIC ID. */
+static bool logical_match(const struct hv_cpu *t, uint32_t dest, bool x2)
+{
+    uint32_t mda = dest & 0xFF, id = t->apic_ldr >> 24;
+
+    if (x2)
+        return dest == 0xFFFFFFFFu || ((dest >> 16) == (t->apic_id >> 4) &&
+                                       (dest & 0xFFFF & (1u << (t->apic_id & 0xF))));
+    if (mda == 0xFF)
+        return true;
+    if ((t->apic_dfr >> 28) == 0xF)                /* flat */
+        return (id & mda) != 0;
+    return (id >> 4) == (mda >> 4) && (id & mda & 0xF);   /* cluster */
+}
+
 static void icr_write(struct hv_cpu *c, uint32_t lo, uint32_t dest, bool x2)
 {
     unsigned dm = ICR_DM(lo), sh = ICR_SHORTHAND(lo);
     uint32_t bcast = x2 ? 0xFFFFFFFFu : 0xFFu;
-    bool hit_any = false;
+    bool hit_any = false, logical = lo & ICR_LOGICAL;
 
     if (dm != DM_INIT && dm != DM_SIPI)
         return send_ipi(c, lo, dest);
     if (dm == DM_INIT && !(lo & ICR_ASSERT) && (lo & ICR_LEVEL))
         return;                                    /* INIT level de-assert: no-op */
-    if (sh == 0 && (lo & ICR_LOGICAL))
-        hv_panic(c, "icr: logical-destination %s dest=%x\n",
-                 dm == DM_INIT ? "init" : "sipi", dest);
     for (size_t i = 0; i < hv_cpu_total; i++) {
         struct hv_cpu *t = hv_cpus[i];
         uint32_t id = x2 ? t->apic_id : (t->apic_id & 0xFF);
-        bool hit = sh == 0 ? (dest == bcast || dest == id) : sh == 1 ? t == c :
-                   sh == 2 ? true : t != c;
+        bool hit = sh == 0 ? (logical ? logical_match(t, dest, x2) : dest == bcast || dest == id)
+                           : sh == 1 ? t == c : sh == 2 ? true : t != c;
 
         /* A CPU learns its APIC ID when it is prepared: until then (the
          * bring-up in vmm_start) it is no guest and gets the real IPI. */
         if (!t->guest) {
-            if (sh == 0 && dest != bcast)
+            if (sh == 0 && (logical || dest != bcast))
                 continue;
             hv_panic(c, "icr: broadcast %s before cpu=%zu is virtualized\n",
                      dm == DM_INIT ? "init" : "sipi", i);
@@ -259,7 +278,7 @@ static void icr_write(struct hv_cpu *c, uint32_t lo, uint32_t dest, bool x2)
             send_ipi(c, lo & ~((3u << 18) | ICR_LOGICAL), t->apic_id);
         }
     }
-    if (sh == 0 && dest != bcast && !hit_any)
+    if (sh == 0 && !logical && dest != bcast && !hit_any)
         send_ipi(c, lo, dest);                     /* a CPU that is not our guest */
 }
 
@@ -275,23 +294,65 @@ static void maybe_unprotect(struct hv_cpu *c)
     hv_log("HV: apic-intercept off cpu=%u: every AP started by the OS\n", c->index);
 }
 
-unsigned hv_apic_mmio_write(struct hv_cpu *c, uint64_t gpa)
+/* One 32-bit store of val to the APIC register at gpa, as the guest made it. */
+static void apic_store(struct hv_cpu *c, uint64_t gpa, uint32_t val)
 {
     unsigned off = gpa & 0xFFF;
-    volatile uint32_t *reg = (volatile uint32_t *)(uintptr_t)gpa;
-    uint32_t val;
-    int xr;
-    unsigned len = hv_decode_store32(c, &val, &xr);
 
-    if (xr >= 0 && xr != 4)                        /* XCHG: the old value back */
-        ((uint64_t *)c->regs)[xr] = *reg;
     if (off == XAPIC_ICR_LO) {
         icr_write(c, val, c->icr_high >> 24, false);
     } else {
         if (off == XAPIC_ICR_HI)
             c->icr_high = val;
-        *reg = val;
+        else if (off == XAPIC_LDR)
+            c->apic_ldr = val;
+        else if (off == XAPIC_DFR)
+            c->apic_dfr = val;
+        *(volatile uint32_t *)(uintptr_t)gpa = val;
     }
+}
+
+/* REP STOS: one iteration per exit (an iteration boundary is an
+ * instruction boundary for the guest, SDM Vol 2B REP); RDI/RCX in the
+ * address size; RIP stays until the count runs out. */
+static unsigned stos_step(struct hv_cpu *c, const struct hv_store *st)
+{
+    struct hv_regs *r = c->regs;
+    uint64_t mask = st->asize == 8 ? ~0ull : st->asize == 4 ? 0xFFFFFFFFull : 0xFFFFull;
+    bool down = c->ops->guest_rflags && (c->ops->guest_rflags(c, 0, 0) & (1ull << 10));
+    uint64_t rdi = ((r->rdi & mask) + (down ? -4ull : 4ull)) & mask, rcx;
+
+    r->rdi = st->asize == 2 ? (r->rdi & ~mask) | rdi : rdi;
+    if (!st->rep)
+        return st->len;
+    rcx = ((r->rcx & mask) - 1) & mask;
+    r->rcx = st->asize == 2 ? (r->rcx & ~mask) | rcx : rcx;
+    return rcx ? 0 : st->len;
+}
+
+unsigned hv_apic_mmio_write(struct hv_cpu *c, uint64_t gpa)
+{
+    volatile uint32_t *reg = (volatile uint32_t *)(uintptr_t)(gpa & ~3ull);
+    struct hv_store st;
+    unsigned len;
+    uint32_t val;
+
+    if ((gpa & 3) || hv_decode_store(c, &st)) {    /* misaligned: not a register write */
+        c->ops->inject_exception(c, VEC_GP, true, 0);
+        return 0;
+    }
+    val = st.src;
+    if (st.xchg_reg >= 0)                          /* XCHG: the old value back */
+        ((uint64_t *)c->regs)[st.xchg_reg] = *reg;
+    if (st.kind == STORE_ALU) {
+        uint64_t fl = c->ops->guest_rflags ? c->ops->guest_rflags(c, 0, 0) : 0;
+
+        val = hv_store_alu(st.alu, *reg, st.src, &fl);
+        if (c->ops->guest_rflags)
+            c->ops->guest_rflags(c, 0x8D5, fl);
+    }
+    apic_store(c, gpa, val);
+    len = st.kind == STORE_STOS ? stos_step(c, &st) : st.len;
     maybe_unprotect(c);
     return len;
 }
@@ -415,12 +476,24 @@ uint64_t hv_devirt_all(struct hv_cpu *c)
 }
 
 /* ---- power-off ------------------------------------------------------------------------ */
-void hv_pm1a_write(struct hv_cpu *c, uint32_t val, unsigned size)
+/* A guest OUT of `size` bytes at `port` that touches the PM1a control
+ * register: performed as written.  When its byte PM1a+1 carries SLP_EN
+ * (bit 13 of the register, ACPI 6.5 4.8.3.2.1) the machine is about to
+ * sleep or power off: the statistics go out first. */
+void hv_io_out(struct hv_cpu *c, uint16_t port, unsigned size, uint32_t val)
 {
-    if (val & (1u << 13)) {                        /* SLP_EN (ACPI 6.5 4.8.3.2.1) */
+    uint32_t hi = (uint32_t)hv_pm1a_cnt_port + 1;
+
+    if (hv_pm1a_cnt_port && hi >= port && hi < (uint32_t)port + size &&
+        ((val >> (8 * (hi - port))) & 0x20)) {
         for (size_t i = 0; i < hv_cpu_total; i++)
             hv_print_stats(hv_cpus[i]);
-        hv_log("HV: poweroff cpu=%u pm1a-cnt=%x value=%x\n", c->index, hv_pm1a_cnt_port, val);
+        hv_log("HV: poweroff cpu=%u pm1a-cnt=%x value=%x\n", c->index, port, val);
     }
-    port_out(hv_pm1a_cnt_port, size, val);
+    port_out(port, size, val);
+}
+
+void hv_pm1a_write(struct hv_cpu *c, uint32_t val, unsigned size)
+{
+    hv_io_out(c, hv_pm1a_cnt_port, size, val);
 }

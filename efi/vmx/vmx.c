@@ -127,8 +127,10 @@ static int vmx_global_init(void)
     vmx.io_bitmap = hv_alloc(2);
     if (!vmx.io_bitmap)
         return -1;
-    if (hv_pm1a_cnt_port && (vmx.proc & PROC_IO_BITMAPS))
-        vmx.io_bitmap[hv_pm1a_cnt_port / 8] |= 1 << (hv_pm1a_cnt_port % 8);
+    /* PM1a_CNT is 16 bits wide: both ports, so a byte write of SLP_EN is seen. */
+    for (uint32_t p = hv_pm1a_cnt_port; hv_pm1a_cnt_port && p <= hv_pm1a_cnt_port + 1u &&
+                                        p <= 0xFFFF && (vmx.proc & PROC_IO_BITMAPS); p++)
+        vmx.io_bitmap[p / 8] |= 1 << (p % 8);
     if (hv_cpu_total > 1 && (!(vmx.pin & PIN_NMI_EXITING) || !(vmx.misc & (1u << 6)))) {
         hv_log("HV: skip reason=missing-vmx-feature name=nmi-exiting/hlt-activity "
                "(INIT/SIPI emulation wakes APs with NMIs)\n");
@@ -399,4 +401,6 @@ const struct hv_backend_ops vmx_ops = {
     .apic_unprotect = ept_apic_unprotect,
     .flush_ept = ept_flush,
     .guest_paging = vmx_guest_paging,
+    .guest_rflags = vmx_guest_rflags,
+    .gpa_is_ram = ept_gpa_is_ram,
 };

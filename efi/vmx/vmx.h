@@ -60,6 +60,7 @@ extern struct vmx_cpu vmx_cpus[HV_MAX_CPUS];
 int ept_build(uint64_t *eptp);
 void ept_apic_unprotect(void);
 void ept_flush(struct hv_cpu *c);
+bool ept_gpa_is_ram(uint64_t gpa, uint64_t len);
 
 /* vmx_exit.c */
 void vmx_flush_vpid(void);
@@ -75,6 +76,7 @@ void vmx_start_sipi(struct hv_cpu *c, uint8_t vec);
 bool vmx_can_leave_now(struct hv_cpu *c);
 void vmx_leave_parked(struct hv_cpu *c) __attribute__((noreturn));
 void vmx_guest_paging(struct hv_cpu *c, struct hv_guest_paging *p);
+uint64_t vmx_guest_rflags(struct hv_cpu *c, uint64_t mask, uint64_t val);
 
 /* vmx_entry.S */
 int vmx_launch(void);

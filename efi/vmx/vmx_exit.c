@@ -389,6 +389,16 @@ void vmx_leave_parked(struct hv_cpu *c)
     halt_forever();
 }
 
+uint64_t vmx_guest_rflags(struct hv_cpu *c, uint64_t mask, uint64_t val)
+{
+    uint64_t f = vmcs_readnat(VMCS_GUEST_RFLAGS);
+
+    (void)c;
+    if (mask)
+        vmcs_writenat(VMCS_GUEST_RFLAGS, (f & ~mask) | (val & mask));
+    return f;
+}
+
 void vmx_guest_paging(struct hv_cpu *c, struct hv_guest_paging *p)
 {
     uint32_t ar = vmcs_read32(VMCS_GUEST_AR(SEG_CS));
@@ -559,21 +569,81 @@ static void exit_ept_violation(struct hv_cpu *c, uint64_t qual)
              (unsigned long long)qual);
 }
 
-/* ---- I/O: only the ACPI PM1a control port is in the bitmap (SDM 28.1.3,
- * Table 28-5) -------------------------------------------------------------------------- */
+/* ---- I/O: only the ACPI PM1a control register's two ports are in the
+ * bitmap, but an access of any width that touches one of them exits (SDM
+ * Vol 3C 26.1.3), as does every form: IN/OUT with an immediate or DX, and
+ * INS/OUTS with or without REP (qualification: SDM 28.1.3, Table 28-5).
+ * Each is performed as written, on the real port; the core only watches
+ * for SLP_EN (hv_io_out). ---------------------------------------------------- */
+#define IO_IN     (1u << 3)
+#define IO_STRING (1u << 4)
+#define IO_REP    (1u << 5)
+
+static uint64_t addr_mask(unsigned asz)
+{
+    return asz == 0 ? 0xFFFFull : asz == 1 ? 0xFFFFFFFFull : ~0ull;
+}
+
+/* reg += delta in the address size (a 32-bit write zero-extends, 16 keeps). */
+static void step_reg(uint64_t *reg, unsigned asz, int64_t delta)
+{
+    uint64_t m = addr_mask(asz), v = ((*reg & m) + (uint64_t)delta) & m;
+
+    *reg = asz == 0 ? (*reg & ~m) | v : v;
+}
+
+/* One iteration of INS/OUTS per exit: each iteration boundary is an
+ * instruction boundary to the guest, so RIP stays until RCX runs out. */
+static void io_string(struct hv_cpu *c, uint64_t qual, uint16_t port, unsigned size)
+{
+    struct hv_regs *r = c->regs;
+    unsigned asz = (vmcs_read32(VMCS_EXIT_INSN_INFO) >> 7) & 7;
+    uint64_t la = vmcs_readnat(VMCS_GUEST_LINEAR_ADDR);
+    int64_t delta = (vmcs_readnat(VMCS_GUEST_RFLAGS) & (1ull << 10)) ? -(int64_t)size : size;
+    struct hv_guest_paging p;
+    uint32_t v = 0;
+
+    if ((qual & IO_REP) && !(r->rcx & addr_mask(asz)))
+        return vmx_skip_insn(c);                   /* count 0: nothing to do */
+    vmx_guest_paging(c, &p);
+    if (qual & IO_IN) {
+        v = port_in(port, size);
+        if (hv_guest_write_linear(&p, la, &v, size))
+            goto fault;
+        step_reg(&r->rdi, asz, delta);
+    } else {
+        if (hv_guest_read_linear(&p, la, &v, size))
+            goto fault;
+        hv_io_out(c, port, size, v);
+        step_reg(&r->rsi, asz, delta);
+    }
+    if (qual & IO_REP) {
+        step_reg(&r->rcx, asz, -1);
+        if (r->rcx & addr_mask(asz))
+            return;                                /* again, at the same RIP */
+    }
+    return vmx_skip_insn(c);
+fault:
+    hv_log("HV: io cpu=%u string %s port=%x la=%llx: not guest RAM, #GP\n", c->index,
+           qual & IO_IN ? "in" : "out", port, (unsigned long long)la);
+    vmx_inject_exception(c, VEC_GP, true, 0);
+}
+
 static void exit_io(struct hv_cpu *c, uint64_t qual)
 {
     unsigned size = (qual & 7) + 1;
     uint16_t port = (uint16_t)(qual >> 16);
     uint32_t mask = size == 4 ? 0xFFFFFFFFu : (1u << (8 * size)) - 1, v;
 
-    if ((qual & 0x10) || port != hv_pm1a_cnt_port)
-        hv_panic(c, "io qual=%llx\n", (unsigned long long)qual);
-    if (qual & 8) {                                /* IN */
+    if (size == 3 || size > 4)
+        hv_panic(c, "io qual=%llx: size field reserved\n", (unsigned long long)qual);
+    if (qual & IO_STRING)
+        return io_string(c, qual, port, size);
+    if (qual & IO_IN) {
         v = port_in(port, size);
         c->regs->rax = size == 4 ? (v & mask) : (c->regs->rax & ~(uint64_t)mask) | (v & mask);
     } else {
-        hv_pm1a_write(c, (uint32_t)c->regs->rax & mask, size);
+        hv_io_out(c, port, size, (uint32_t)c->regs->rax & mask);
     }
     vmx_skip_insn(c);
 }
