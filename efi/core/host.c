@@ -43,6 +43,20 @@ void host_exception(struct host_frame *f)
     halt_forever();
 }
 
+/* An NMI in the host: another CPU's wake-up or the guest's (smp.c tells
+ * them apart).  If it came after the last check before VM entry, the
+ * backend's kick makes the entry exit at once, so the guest's NMI is not
+ * held back until some unrelated exit. */
+void host_nmi(void)
+{
+    struct hv_cpu *c = this_cpu();
+    void (*kick)(void) = c->nmi_kick;
+
+    __atomic_add_fetch(&c->nmi_pending, 1, __ATOMIC_SEQ_CST);
+    if (kick)
+        kick();
+}
+
 /* 64-bit interrupt gate, DPL 0 (SDM Vol 3A 6.14.1). */
 static void set_gate(unsigned vec, const void *handler, unsigned ist)
 {

@@ -119,7 +119,7 @@ struct hv_backend_ops {
  * asm stubs reach it with %gs:. */
 struct hv_cpu {
     struct hv_cpu *self;            /* 0x00 */
-    volatile uint32_t nmi_pending;  /* 0x08: set by the host NMI handler */
+    volatile uint32_t nmi_pending;  /* 0x08: NMIs received (host handler, NMI exits) */
     uint32_t index;
     struct hv_regs *regs;           /* guest GPRs of the exit being handled */
     const struct hv_backend_ops *ops;
@@ -138,6 +138,10 @@ struct hv_cpu {
     bool sipi_armed;                /* an INIT was sent; the next SIPI counts */
     bool parked;                    /* in the emulated wait-for-SIPI state */
     bool guest_nmi;                 /* an NMI the guest must still receive */
+    uint32_t guest_nmis;            /* more of them, after that one */
+    /* The backend's "exit at once after VM entry", called from the host
+     * NMI handler (NMI context: no logging, no locks); NULL outside VMX. */
+    void (*volatile nmi_kick)(void);
     bool devirt_deferred;           /* leave VMX once the event in flight is in */
     volatile bool os_started;       /* started by an emulated SIPI after EBS */
     volatile int left;              /* 1: left VMX, -1: refused (devirtualize) */
@@ -175,6 +179,8 @@ int host_cpu_init(struct hv_cpu *c);     /* per CPU: GDT, TSS, stacks */
 uint64_t host_cr3(void);
 uint64_t host_idt_base(void);
 uint64_t host_tss_base(struct hv_cpu *c);
+/* The host NMI handler (host.S calls it): counts the NMI, kicks an exit. */
+void host_nmi(void);
 /* Fault-recovering MSR access (host.S): 0 on success, -1 if it raised #GP. */
 int hv_rdmsr_safe(uint32_t msr, uint64_t *v);
 int hv_wrmsr_safe(uint32_t msr, uint64_t v);

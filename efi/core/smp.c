@@ -17,10 +17,15 @@
  * started CPU ignores them.  The target applies INIT before SIPI whatever
  * order the NMIs arrive in, so INIT-SIPI-SIPI sent back to back works.
  *
- * NMIs.  Each sender counts nmi_sent on the target before it sends.  An NMI
- * the target sees while nmi_seen != nmi_sent is ours (and absorbs NMIs that
- * coalesced with it); any other is the guest's and is injected.  Limit: a
- * guest NMI that coincides with ours can be absorbed.
+ * NMIs.  Each sender counts a wake-up in nmi_sent on the target before it
+ * sends; the target counts every NMI it receives in nmi_pending (the host
+ * NMI handler and the NMI exit add one each).  At its next poll the first
+ * min(received, wake-ups) are ours and the rest are the guest's, injected
+ * one at a time: a guest NMI that arrives together with a wake-up is no
+ * longer absorbed.  Limit: two NMIs the CPU itself coalesces (both arrive
+ * while NMIs are blocked) count as one.  An NMI that reaches the host just
+ * before VM entry kicks an immediate exit (backend nmi_kick), so it reaches
+ * the guest at once, not at the next unrelated exit.
  *
  * When the interception ends.  EOI and TPR writes land on the same page,
  * so keeping it read-only costs an exit per interrupt.  It is dropped once
@@ -392,13 +397,17 @@ void hv_smp_poll(struct hv_cpu *c)
     if (!c->nmi_pending && !c->req && !c->devirt_deferred)
         return;                                    /* the common case: plain loads */
 again:
-    if (__atomic_exchange_n(&c->nmi_pending, 0, __ATOMIC_ACQ_REL)) {
-        uint32_t sent = __atomic_load_n(&c->nmi_sent, __ATOMIC_ACQUIRE);
+    if (c->nmi_pending) {
+        uint32_t got = __atomic_exchange_n(&c->nmi_pending, 0, __ATOMIC_ACQ_REL);
+        uint32_t woke = __atomic_load_n(&c->nmi_sent, __ATOMIC_ACQUIRE) - c->nmi_seen;
+        uint32_t ours = got < woke ? got : woke;
 
-        if (c->nmi_seen != sent)
-            c->nmi_seen = sent;                    /* ours */
-        else
-            c->guest_nmi = true;
+        c->nmi_seen += ours;
+        c->guest_nmis += got - ours;
+    }
+    if (c->guest_nmis && !c->guest_nmi) {          /* one in flight at a time */
+        c->guest_nmis--;
+        c->guest_nmi = true;
     }
     if (c->req) {
         lock(&c->lock);
@@ -428,6 +437,7 @@ again:
      * lost to an NMI that lands in the host after the check above. */
     if (c->parked) {
         c->guest_nmi = false;                      /* wait-for-SIPI blocks NMIs */
+        c->guest_nmis = 0;
         while (!c->req && !c->nmi_pending)
             cpu_relax();
         goto again;

@@ -44,6 +44,8 @@ static int controls_compute(void)
         vmx.proc2 = ctl_compute(CTL_PROC2, MSR_VMX_PROCBASED2, &ok);
     vmx.exit = ctl_compute(CTL_EXIT, t ? MSR_VMX_TRUE_EXIT : MSR_VMX_EXIT, &ok);
     vmx.entry = ctl_compute(CTL_ENTRY, t ? MSR_VMX_TRUE_ENTRY : MSR_VMX_ENTRY, &ok);
+    vmx.preempt_timer = (rdmsr(t ? MSR_VMX_TRUE_PIN : MSR_VMX_PINBASED) >> 32) &
+                        PIN_PREEMPT_TIMER;
     /* NMI-window exiting needs virtual NMIs (SDM 26.2.1.1); we only toggle it. */
     if (!(vmx.pin & PIN_VIRTUAL_NMIS))
         vmx.pin &= ~PIN_NMI_EXITING;
@@ -370,12 +372,15 @@ static int vmx_cpu_prepare(struct hv_cpu *c)
      * VMX user (firmware, an earlier run) may survive into ours (SDM 29.4.3). */
     ept_flush(c);
     vmx_flush_vpid();
+    if (vmx.preempt_timer && (vmx.pin & PIN_NMI_EXITING))
+        c->nmi_kick = vmx_nmi_kick;
     c->guest = true;           /* from VMLAUNCH on; a failed launch fails the start */
     return 0;
 }
 
 static void vmx_launch_failed(struct hv_cpu *c, int rc)
 {
+    c->nmi_kick = NULL;
     vmx_check((enum vmx_result)rc, "vmlaunch");
     vmx_off();
     restore_crs(&vmx_cpus[c->index]);

@@ -42,6 +42,7 @@
 struct vmx_global {
     uint32_t revision;
     uint32_t pin, proc, proc2, exit, entry;
+    bool preempt_timer;             /* the pin control may be 1: NMI kicks */
     uint64_t cr0_fixed0, cr0_fixed1, cr4_fixed0, cr4_fixed1;
     uint64_t cr0_mask, cr4_mask;
     uint64_t misc, ept_vpid_cap, eptp;
@@ -64,6 +65,7 @@ bool ept_gpa_is_ram(uint64_t gpa, uint64_t len);
 
 /* vmx_exit.c */
 void vmx_flush_vpid(void);
+void vmx_nmi_kick(void);
 void vmx_skip_insn(struct hv_cpu *c);
 void vmx_inject_exception(struct hv_cpu *c, uint8_t vec, bool has_err, uint32_t err);
 unsigned vmx_guest_cpl(struct hv_cpu *c);

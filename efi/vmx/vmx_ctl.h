@@ -14,6 +14,7 @@
 /* Controls we use (SDM Vol 3C 25.6, 25.7, 25.8). */
 #define PIN_NMI_EXITING      (1u << 3)
 #define PIN_VIRTUAL_NMIS     (1u << 5)
+#define PIN_PREEMPT_TIMER    (1u << 6)
 #define PROC_NMI_WINDOW      (1u << 22)
 #define PROC_IO_BITMAPS      (1u << 25)
 #define PROC_MSR_BITMAP      (1u << 28)

@@ -28,6 +28,7 @@ static void exit_nmi_window(struct hv_cpu *c, uint64_t qual);
 static void exit_cr(struct hv_cpu *c, uint64_t qual);
 static void exit_ept_violation(struct hv_cpu *c, uint64_t qual);
 static void exit_io(struct hv_cpu *c, uint64_t qual);
+static void exit_preempt(struct hv_cpu *c, uint64_t qual);
 
 #define UNEXPECTED(n) {n, HV_EXIT_OTHER, NULL, false}
 #define VIRT_INSN(n) {n, HV_EXIT_VIRT_INSN, NULL, true}
@@ -81,7 +82,7 @@ static const struct exit_entry exit_table[] = {
     [49] = UNEXPECTED("ept-misconfiguration"),
     [50] = VIRT_INSN("invept"),
     [51] = UNEXPECTED("rdtscp"),
-    [52] = UNEXPECTED("preemption-timer"),
+    [52] = {"preemption-timer", HV_EXIT_NMI, exit_preempt, false},
     [53] = VIRT_INSN("invvpid"),
     [54] = UNEXPECTED("wbinvd"),
     [55] = {"xsetbv", HV_EXIT_XSETBV, NULL, true},
@@ -204,13 +205,32 @@ static void exit_nmi(struct hv_cpu *c, uint64_t qual)
     if ((info & 0x700) != INTR_TYPE_NMI)
         hv_panic(c, "exception vec=%u info=%x qual=%llx\n", info & 0xFF, info,
                  (unsigned long long)qual);
-    c->nmi_pending = 1;
+    __atomic_add_fetch(&c->nmi_pending, 1, __ATOMIC_SEQ_CST);
     /* NMIs stay blocked after an NMI-induced exit until the host executes an
      * IRET (Bochs keeps them blocked across VM entry): IRET to ourselves, so
      * the next NMI (another CPU's request) is not held back. */
     __asm__ volatile("mov %%ss, %%rax; push %%rax; push %%rsp; addq $8, (%%rsp); pushfq;"
                      "mov %%cs, %%rax; push %%rax; lea 1f(%%rip), %%rax; push %%rax;"
                      "iretq; 1:" : : : "rax", "memory", "cc");
+}
+
+/* The host NMI handler's kick (NMI context: raw VMWRITEs, nothing logged):
+ * the VMX-preemption timer at 0 makes the next VM entry exit before any
+ * guest instruction (SDM Vol 3C 26.5.1), and that exit's poll delivers the
+ * NMI.  Only the kick and exit_preempt write the pin controls after set-up. */
+void vmx_nmi_kick(void)
+{
+    uint64_t pin = vmx.pin | PIN_PREEMPT_TIMER;
+
+    __asm__ volatile("vmwrite %1, %0" : : "r"((uint64_t)0x482E), "r"(0ull) : "cc");
+    __asm__ volatile("vmwrite %1, %0" : : "r"((uint64_t)0x4000), "r"(pin) : "cc");
+}
+
+static void exit_preempt(struct hv_cpu *c, uint64_t qual)
+{
+    (void)c;
+    (void)qual;
+    vmcs_write32(VMCS_PIN_CTLS, vmx.pin);          /* then the poll below */
 }
 
 static void exit_nmi_window(struct hv_cpu *c, uint64_t qual)
@@ -234,6 +254,11 @@ static void deliver_pending_nmi(struct hv_cpu *c)
     }
     vmcs_write32(VMCS_ENTRY_INTR_INFO, VEC_NMI | INTR_TYPE_NMI | INTR_INFO_VALID);
     c->guest_nmi = false;
+    if (c->guest_nmis && (vmx.pin & PIN_VIRTUAL_NMIS)) {   /* the next one after its IRET */
+        c->guest_nmis--;
+        c->guest_nmi = true;
+        vmcs_write32(VMCS_PROC_CTLS, vmcs_read32(VMCS_PROC_CTLS) | PROC_NMI_WINDOW);
+    }
 }
 
 /* An exit during event delivery (IDT-vectoring info v valid) loses the
@@ -383,6 +408,7 @@ bool vmx_can_leave_now(struct hv_cpu *c)
  * starts it as before. */
 void vmx_leave_parked(struct hv_cpu *c)
 {
+    c->nmi_kick = NULL;
     vmx_clear((uint64_t)(uintptr_t)vmx_cpus[c->index].vmcs);
     vmx_off();
     write_cr4(read_cr4() & ~CR4_VMXE);
@@ -743,6 +769,7 @@ void vmx_devirtualize(struct hv_cpu *c)
     uint16_t fss = vmcs_read16(VMCS_GUEST_SEL(SEG_FS)), gss = vmcs_read16(VMCS_GUEST_SEL(SEG_GS));
     uint16_t ldtr = vmcs_read16(VMCS_GUEST_SEL(SEG_LDTR)), tr = vmcs_read16(VMCS_GUEST_SEL(SEG_TR));
 
+    c->nmi_kick = NULL;
     vmx_clear((uint64_t)(uintptr_t)v->vmcs);
     vmx_off();
     write_cr4(read_cr4() & ~CR4_VMXE);
