@@ -100,8 +100,8 @@ struct hv_backend_ops {
     bool (*can_leave_now)(struct hv_cpu *c);
     /* Leaves VMX on a parked CPU: it halts in the host until a real INIT. */
     void (*leave_parked)(struct hv_cpu *c) __attribute__((noreturn));
-    /* Stop intercepting writes to the xAPIC page (global), and flush the
-     * local guest-physical mappings. */
+    /* Stop intercepting writes to the xAPIC page and to the x2APIC ICR
+     * (global), and flush the local guest-physical mappings. */
     void (*apic_unprotect)(void);
     void (*flush_ept)(struct hv_cpu *c);
     /* Guest state the instruction decoder needs (efi/core/insn.c). */

@@ -287,13 +287,19 @@ static void icr_write(struct hv_cpu *c, uint32_t lo, uint32_t dest, bool x2)
         send_ipi(c, lo, dest);                     /* a CPU that is not our guest */
 }
 
+/* Both ICR intercepts (the xAPIC page, the x2APIC ICR MSR) end together,
+ * once: IPIs are a hot path, and after this point no INIT needs emulating. */
+static volatile bool icr_intercepted = true;
+
 static void maybe_unprotect(struct hv_cpu *c)
 {
-    if (!hv_apic_protected || !boot_services_gone())
+    if (!icr_intercepted || !boot_services_gone())
         return;
     for (size_t i = 1; i < hv_cpu_total; i++)
         if (!hv_cpus[i]->os_started)
             return;
+    if (!__atomic_exchange_n(&icr_intercepted, false, __ATOMIC_ACQ_REL))
+        return;                                    /* another CPU did it */
     hv_apic_protected = false;
     c->ops->apic_unprotect();
     hv_log("HV: apic-intercept off cpu=%u: every AP started by the OS\n", c->index);
@@ -365,6 +371,7 @@ unsigned hv_apic_mmio_write(struct hv_cpu *c, uint64_t gpa)
 void hv_x2apic_icr_write(struct hv_cpu *c, uint64_t val)
 {
     icr_write(c, (uint32_t)val, (uint32_t)(val >> 32), true);
+    maybe_unprotect(c);
 }
 
 /* ---- requests, at the end of every exit ------------------------------------------ */

@@ -95,6 +95,16 @@ static void msr_intercepts_from_policy(void)
     }
 }
 
+/* The OS started every AP: ICR writes, xAPIC or x2APIC, run natively. */
+static void vmx_apic_unprotect(void)
+{
+    uint32_t bit = 0x830 & 0x1FFF;
+
+    __atomic_and_fetch(&vmx.msr_bitmap[2048 + bit / 8], (uint8_t)~(1u << (bit % 8)),
+                       __ATOMIC_SEQ_CST);
+    ept_apic_unprotect();
+}
+
 /* The guest's CPUID, once, from the controls the VMCS really has. */
 static int cpuid_policy_from_controls(void)
 {
@@ -403,7 +413,7 @@ const struct hv_backend_ops vmx_ops = {
     .start_sipi = vmx_start_sipi,
     .can_leave_now = vmx_can_leave_now,
     .leave_parked = vmx_leave_parked,
-    .apic_unprotect = ept_apic_unprotect,
+    .apic_unprotect = vmx_apic_unprotect,
     .flush_ept = ept_flush,
     .guest_paging = vmx_guest_paging,
     .guest_rflags = vmx_guest_rflags,
