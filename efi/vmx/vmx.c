@@ -46,6 +46,14 @@ static int controls_compute(void)
     vmx.entry = ctl_compute(CTL_ENTRY, t ? MSR_VMX_TRUE_ENTRY : MSR_VMX_ENTRY, &ok);
     vmx.preempt_timer = (rdmsr(t ? MSR_VMX_TRUE_PIN : MSR_VMX_PINBASED) >> 32) &
                         PIN_PREEMPT_TIMER;
+    /* Without the TRUE capability MSRs, CR3-load/store exiting are default-1
+     * (SDM Vol 3C A.2): every MOV to/from CR3 would exit, which we do not
+     * emulate (PAE PDPTE loading).  Refuse, with the reason. */
+    if (vmx.proc & (3u << 15)) {
+        hv_log("HV: skip reason=missing-vmx-feature name=true-controls (proc: "
+               "CR3-load/store exiting cannot be cleared)\n");
+        ok = false;
+    }
     /* NMI-window exiting needs virtual NMIs (SDM 26.2.1.1); we only toggle it. */
     if (!(vmx.pin & PIN_VIRTUAL_NMIS))
         vmx.pin &= ~PIN_NMI_EXITING;
