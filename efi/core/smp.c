@@ -466,8 +466,8 @@ uint64_t hv_devirt_all(struct hv_cpu *c)
     for (size_t i = 0; i < hv_cpu_total; i++) {
         struct hv_cpu *t = hv_cpus[i];
 
-        if (t == c || t->left == 1)
-            continue;
+        if (t == c || t->left == 1 || !t->guest)
+            continue;                              /* never NMI a CPU that is no guest */
         __atomic_store_n(&t->left, 0, __ATOMIC_RELEASE);   /* refused before: ask again */
         lock(&t->lock);
         t->req |= REQ_DEVIRT;
@@ -477,8 +477,8 @@ uint64_t hv_devirt_all(struct hv_cpu *c)
     for (size_t i = 0; i < hv_cpu_total; i++) {
         struct hv_cpu *t = hv_cpus[i];
 
-        for (uint64_t n = 0; t != c && !__atomic_load_n(&t->left, __ATOMIC_ACQUIRE) &&
-                             n < 100000000ull; n++)
+        for (uint64_t n = 0; t != c && t->guest && n < 100000000ull &&
+                             !__atomic_load_n(&t->left, __ATOMIC_ACQUIRE); n++)
             cpu_relax();
         if (t->left == 1)
             mask |= 1ull << i;

@@ -399,6 +399,7 @@ static int vmx_cpu_prepare(struct hv_cpu *c)
 static void vmx_launch_failed(struct hv_cpu *c, int rc)
 {
     c->nmi_kick = NULL;
+    c->guest = false;          /* hv_devirt_all must not wait for (or NMI) it */
     vmx_check((enum vmx_result)rc, "vmlaunch");
     vmx_off();
     restore_crs(&vmx_cpus[c->index]);
