@@ -32,6 +32,8 @@
 /* ops.S */
 extern const uint8_t fz_stubs[32][16];
 extern volatile int32_t fz_vec;
+extern volatile uint64_t fz_rflags;
+extern volatile uint32_t fz_err;
 extern const uint32_t fz_store_kinds, fz_vmx_kinds;
 int64_t fz_cpuid(uint32_t leaf, uint32_t sub, uint32_t out[4]);
 int64_t fz_rdmsr(uint32_t msr, uint64_t *v);
@@ -124,7 +126,10 @@ static void outcome(enum cls c, int64_t vec, uint64_t a, uint64_t b, bool docume
         mix(c, 0xD0C);
     } else {
         R.s[c].faults += vec >= 0;
-        mix(c, (uint64_t)vec);
+        /* A fault pushes RFLAGS with RF set (SDM Vol 3A 18.3.1.1), an
+         * injected one must too; the error code is the CPU's as well. */
+        mix(c, vec >= 0 ? (uint64_t)vec | ((fz_rflags >> 16) & 1) << 8 |
+                          (uint64_t)(uint32_t)fz_err << 32 : (uint64_t)vec);
         mix(c, a);
         mix(c, b);
     }

@@ -8,9 +8,11 @@
     .text
 
     .data
-    .globl fz_vec, fz_err
+    .globl fz_vec, fz_err, fz_rflags
 fz_vec:     .long -1
 fz_err:     .long 0
+    .p2align 3
+fz_rflags:  .quad 0                     /* RFLAGS as the exception pushed it */
     .p2align 3
 fz_resume:  .quad 0
     .text
@@ -35,6 +37,8 @@ fz_trap:
     mov %eax, fz_vec(%rip)
     mov 16(%rsp), %eax
     mov %eax, fz_err(%rip)
+    mov 40(%rsp), %rax
+    mov %rax, fz_rflags(%rip)
     mov fz_resume(%rip), %rax
     mov %rax, 24(%rsp)              /* the interrupted RIP */
     pop %rax
