@@ -119,7 +119,7 @@ struct hv_backend_ops {
  * asm stubs reach it with %gs:. */
 struct hv_cpu {
     struct hv_cpu *self;            /* 0x00 */
-    volatile uint32_t nmi_pending;  /* 0x08: NMIs received (host handler, NMI exits) */
+    volatile uint32_t nmi_pending;  /* NMIs received (host_nmi, NMI exits) */
     uint32_t index;
     struct hv_regs *regs;           /* guest GPRs of the exit being handled */
     const struct hv_backend_ops *ops;
@@ -149,7 +149,6 @@ struct hv_cpu {
     uint32_t icr_high;              /* the guest's xAPIC ICR[63:32] */
     uint32_t apic_ldr, apic_dfr;    /* the guest's xAPIC LDR/DFR (logical IPIs) */
 };
-_Static_assert(__builtin_offsetof(struct hv_cpu, nmi_pending) == 8, "asm uses %gs:8");
 
 static inline struct hv_cpu *this_cpu(void)
 {
