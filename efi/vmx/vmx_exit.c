@@ -29,6 +29,7 @@ static void exit_cr(struct hv_cpu *c, uint64_t qual);
 static void exit_ept_violation(struct hv_cpu *c, uint64_t qual);
 static void exit_io(struct hv_cpu *c, uint64_t qual);
 static void exit_preempt(struct hv_cpu *c, uint64_t qual);
+static void exit_task_switch(struct hv_cpu *c, uint64_t qual);
 
 #define UNEXPECTED(n) {n, HV_EXIT_OTHER, NULL, false}
 #define VIRT_INSN(n) {n, HV_EXIT_VIRT_INSN, NULL, true}
@@ -42,7 +43,7 @@ static const struct exit_entry exit_table[] = {
     [6] = UNEXPECTED("other-smi"),
     [7] = UNEXPECTED("interrupt-window"),
     [8] = {"nmi-window", HV_EXIT_NMI_WINDOW, exit_nmi_window, false},
-    [9] = UNEXPECTED("task-switch"),
+    [9] = {"task-switch", HV_EXIT_OTHER, exit_task_switch, false},
     [10] = {"cpuid", HV_EXIT_CPUID, NULL, true},
     [11] = VIRT_INSN("getsec"),
     [12] = UNEXPECTED("hlt"),
@@ -272,6 +273,19 @@ static void requeue_vectored_event(uint32_t v)
         vmcs_write32(VMCS_ENTRY_EXC_ERROR, vmcs_read32(VMCS_IDT_VECTORING_ERROR));
     if (type == 4 || type == 5 || type == 6)       /* software int / exception */
         vmcs_write32(VMCS_ENTRY_INSN_LEN, vmcs_read32(VMCS_EXIT_INSN_LEN));
+}
+
+/* A hardware task switch (32-bit protected mode only: CALL/JMP to a TSS or
+ * task gate, IRET with NT, a task gate in the IDT) always exits (SDM Vol 3C
+ * 26.1.2).  We do not emulate it: the guest gets a logged #GP(0) rather
+ * than a hypervisor that stops (README: guest interface). */
+static void exit_task_switch(struct hv_cpu *c, uint64_t qual)
+{
+    hv_log("HV: task-switch cpu=%u selector=%llx source=%llu rip=%llx: not emulated, #GP\n",
+           c->index, (unsigned long long)(qual & 0xFFFF), (unsigned long long)((qual >> 30) & 3),
+           (unsigned long long)vmcs_readnat(VMCS_GUEST_RIP));
+    vmcs_write32(VMCS_ENTRY_INTR_INFO, 0);         /* #GP replaces a vectored event */
+    vmx_inject_exception(c, VEC_GP, true, 0);
 }
 
 /* ---- triple fault, INIT, SIPI ------------------------------------------------- */
