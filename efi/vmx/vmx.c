@@ -38,6 +38,7 @@ static int controls_compute(void)
     bool t = basic & VMX_BASIC_TRUE_CTLS, ok = true;
 
     vmx.revision = basic & 0x7FFFFFFF;
+    vmx.ins_outs_info = basic & (1ull << 54);
     vmx.pin = ctl_compute(CTL_PIN, t ? MSR_VMX_TRUE_PIN : MSR_VMX_PINBASED, &ok);
     vmx.proc = ctl_compute(CTL_PROC, t ? MSR_VMX_TRUE_PROC : MSR_VMX_PROCBASED, &ok);
     if (ok)

@@ -43,6 +43,7 @@ struct vmx_global {
     uint32_t revision;
     uint32_t pin, proc, proc2, exit, entry;
     bool preempt_timer;             /* the pin control may be 1: NMI kicks */
+    bool ins_outs_info;             /* VMX_BASIC[54]: INS/OUTS exits say the address size */
     uint64_t cr0_fixed0, cr0_fixed1, cr4_fixed0, cr4_fixed1;
     uint64_t cr0_mask, cr4_mask;
     uint64_t misc, ept_vpid_cap, eptp;

@@ -643,9 +643,11 @@ static void io_string(struct hv_cpu *c, uint64_t qual, uint16_t port, unsigned s
     struct hv_guest_paging p;
     uint32_t v = 0;
 
+    vmx_guest_paging(c, &p);
+    if (!vmx.ins_outs_info)                        /* the code's default size (no 67) */
+        asz = (p.efer & EFER_LMA) && p.cs_long ? 2 : p.cs_32 ? 1 : 0;
     if ((qual & IO_REP) && !(r->rcx & addr_mask(asz)))
         return vmx_skip_insn(c);                   /* count 0: nothing to do */
-    vmx_guest_paging(c, &p);
     if (qual & IO_IN) {
         v = port_in(port, size);
         if (hv_guest_write_linear(&p, la, &v, size))
