@@ -57,6 +57,8 @@ static const union {
 /* Computed once (hv_cpuid_policy_init); the exit path only reads it. */
 static struct cpuid_policy cpuid_pol;
 
+static bool cpuid_pol_ready;
+
 int hv_cpuid_policy_init(const struct cpuid_ctls *ctls)
 {
     struct cpuid_ctls c = *ctls;
@@ -69,7 +71,19 @@ int hv_cpuid_policy_init(const struct cpuid_ctls *ctls)
     }
     hv_log("HV: cpuid rdtscp=%u invpcid=%u xsaves=%u waitpkg=%u pt=%u\n", c.rdtscp,
            c.invpcid, c.xsaves, c.waitpkg, c.pt_gpa);
+    cpuid_pol_ready = true;
     return 0;
+}
+
+/* A backend that computed no policy: its instructions run natively (AMD
+ * intercepts none of them by default), and the always-rules still hold -
+ * hypervisor bit set, VMX/SVM and Intel PT hidden. */
+int hv_cpuid_policy_ensure(bool amd)
+{
+    struct cpuid_ctls c = {.amd = amd, .rdtscp = true, .invpcid = true, .xsaves = true,
+                           .waitpkg = !amd};
+
+    return cpuid_pol_ready ? 0 : hv_cpuid_policy_init(&c);
 }
 
 static void hv_leaf(struct hv_regs *r, uint32_t leaf)

@@ -195,6 +195,8 @@ void hv_cpuid_emulate(struct hv_cpu *c);
 /* Once, from the backend's global_init: the guest's CPUID for these
  * controls (cpuid_policy.c).  0, or -1 with a log line. */
 int hv_cpuid_policy_init(const struct cpuid_ctls *ctls);
+/* vmm.c, after global_init: the default policy if the backend set none. */
+int hv_cpuid_policy_ensure(bool amd);
 void hv_count_exit(struct hv_cpu *c, enum hv_exit kind);
 void hv_print_stats(struct hv_cpu *c);
 /* Guest memory the host may touch on the guest's behalf (hypercall buffers). */

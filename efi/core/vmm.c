@@ -167,7 +167,8 @@ __attribute__((noinline)) static int vmm_prepare(const struct hv_caps *caps, uin
         return -1;
     }
     hv_smp_global_init();          /* before EPT: it protects the APIC page */
-    if (host_env_init() || ops->global_init())
+    if (host_env_init() || ops->global_init() ||
+        hv_cpuid_policy_ensure(caps->virt == HV_VIRT_SVM))
         return -1;
     for (uint32_t i = 0; i < hv_cpu_total; i++) {
         hv_cpus[i] = cpu_alloc(i);
