@@ -172,6 +172,31 @@ def bench_repeat(cfg: dict, name: str, count: int) -> int:
     return 1 if failed else 0
 
 
+def bench_fuzz(cfg: dict, seeds: list[int], ops: int, smp: int) -> int:
+    """The differential fuzzer, --no-hv vs --hv, per seed: op counts and
+    differences per class (pytool/fuzzdiff.py)."""
+    from .fuzzdiff import differences, parse, run_pair
+    bad = 0
+    for seed in seeds:
+        native_res, hv_res = run_pair(cfg, seed, ops, smp)
+        native, hv = parse(native_res.serial), parse(hv_res.serial)
+        diffs = differences(native, hv)
+        ok = native_res.passed and hv_res.passed and not diffs and not hv.panics
+        bad += not ok
+        print(f"seed={seed} ops={ops} cpus={sorted(hv.done_cpus)} panics={hv.panics} "
+              f"undocumented-differences={len(diffs)} hv-checks="
+              f"{sum(hv.hv_checks.values())}/{len(hv.hv_checks)} "
+              f"runs={native_res.run_dir.name},{hv_res.run_dir.name}")
+        print(f"  {'class':8} {'cpu':>3} {'ops':>7} {'faults':>7} {'documented':>10}  same")
+        for (cls, cpu), r in sorted(hv.classes.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+            n = native.classes.get((cls, cpu))
+            print(f"  {cls:8} {cpu:>3} {r.ops:>7} {r.faults:>7} {r.documented:>10}  "
+                  f"{'yes' if n and n.hash == r.hash else 'NO'}")
+        for d in diffs:
+            print(f"  difference: {d}")
+    return 1 if bad else 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python3 -m pytool.bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -188,10 +213,16 @@ def main(argv=None) -> int:
     p = sub.add_parser("repeat", help="boot one scenario N times in a row")
     p.add_argument("scenario")
     p.add_argument("-n", "--count", type=int, default=10)
+    p = sub.add_parser("fuzz", help="differential fuzzer, --hv vs --no-hv, in Bochs")
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument("--ops", type=int, default=50000, help="operations per CPU")
+    p.add_argument("--smp", type=int, default=2)
     a = ap.parse_args(argv)
     if a.what == "tcb":
         return bench_tcb()
     cfg = _config.load()
+    if a.what == "fuzz":
+        return bench_fuzz(cfg, a.seeds, a.ops, a.smp)
     if a.what == "repeat":
         return bench_repeat(cfg, a.scenario, a.count)
     if a.what == "vmx":

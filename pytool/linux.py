@@ -249,6 +249,22 @@ if [ -x /bin/hvcheck ]; then
     say "GUEST-LINUX: hvcheck rc=$rc"
 fi
 
+# hvtest=sysrq on the command line: an NMI backtrace of every CPU (issue 8: NMIs
+# reach the guest promptly); the kernel logs "NMI backtrace for cpu N" per CPU.
+case " $(cat /proc/cmdline) " in
+    *" hvtest=sysrq "*)
+        echo 1 > /proc/sys/kernel/sysrq
+        echo l > /proc/sysrq-trigger
+        sleep 2
+        n=0
+        dmesg > /tmp/dmesg.out
+        while IFS= read -r line; do
+            case "$line" in *"NMI backtrace for cpu"*) n=$((n + 1)) ;; esac
+        done < /tmp/dmesg.out
+        say "GUEST-LINUX: sysrq-nmi backtraces=$n cpus=$(cat /sys/devices/system/cpu/online)"
+        ;;
+esac
+
 # The physical memory map as Linux uses it (top-level ranges only), so the host
 # side can check that the hypervisor's memory is reserved and never System RAM.
 while IFS= read -r line; do

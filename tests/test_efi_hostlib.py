@@ -4,11 +4,11 @@ the hv.cfg parser (efi/platform/hvcfg.c) and the formatter (efi/lib/fmt.c).
 from __future__ import annotations
 
 import ctypes
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
+
+from hostcc import host_library
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = [ROOT / "efi/platform/hvcfg.c", ROOT / "efi/lib/fmt.c"]
@@ -35,19 +35,8 @@ ERR_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint, ctypes.c_char_p)
 
 @pytest.fixture(scope="module")
 def lib(tmp_path_factory):
-    cc = shutil.which("cc") or shutil.which("clang") or shutil.which("gcc")
-    if not cc:
-        pytest.skip("no host C compiler (cc/clang/gcc) on PATH")
-    out = tmp_path_factory.mktemp("hostlib") / "libhvhost.so"
-    cmd = [cc, "-shared", "-fPIC", "-std=c11", "-Wall", "-Wextra", "-Werror",
-           "-Wno-unused-parameter", "-O1", "-g", "-fsanitize=undefined",
-           "-I", str(ROOT / "efi/include"), "-o", str(out)] + [str(s) for s in SOURCES]
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    if p.returncode != 0 and "sanitize" in p.stderr:
-        cmd.remove("-fsanitize=undefined")
-        p = subprocess.run(cmd, capture_output=True, text=True)
-    assert p.returncode == 0, f"{' '.join(cmd)}\n{p.stderr}"
-    so = ctypes.CDLL(str(out))
+    so = host_library(SOURCES, tmp_path_factory.mktemp("hostlib") / "libhvhost.so",
+                      [ROOT / "efi/include"])
     so.hv_cfg_parse.argtypes = [ctypes.c_char_p, ctypes.c_size_t,
                                 ctypes.POINTER(Cfg), ERR_FN, ctypes.c_void_p]
     so.hv_cfg_parse.restype = ctypes.c_int

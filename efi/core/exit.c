@@ -8,6 +8,7 @@
  */
 #include "hv_core.h"
 #include "hv_lib.h"
+#include "msr_policy.h"
 
 const char *const hv_exit_names[HV_EXIT_COUNT] = {
     [HV_EXIT_CPUID] = "cpuid",       [HV_EXIT_RDMSR] = "rdmsr",
@@ -45,46 +46,45 @@ static void set_rax_rdx(struct hv_regs *r, uint64_t v)
     r->rdx = v >> 32;
 }
 
-/* ---- AMD: SVM hidden (issue 7; for the CPUID/MSR policy tables) ------------
- * The guest sees an AMD CPU whose firmware disabled SVM (APM Vol 2 15.4,
- * 15.30): CPUID 8000_0001 ECX[2] clear and leaf 8000_000A all zeros;
- * VM_CR reads LOCK and SVMDIS set and cannot be written; VM_HSAVE_PA raises
- * #GP.  (EFER.SVME reads 0 in efi/svm: EFER is VMCB state.)  The SVM
- * instructions come here as HV_EXIT_VIRT_INSN: #UD.  Only the SVM backend
- * intercepts these MSRs. */
-#define CPUID_SVM_LEAF        0x8000000Au
-#define MSR_VM_CR             0xC0010114u
-#define   VM_CR_LOCK          (1ull << 3)
-#define   VM_CR_SVMDIS        (1ull << 4)
-#define MSR_VM_HSAVE_PA       0xC0010117u
-
-/* 1: handled (*v set for a read), -1: #GP, 0: not an SVM MSR. */
-static int amd_svm_msr(uint32_t msr, bool write, uint64_t *v)
-{
-    if (msr == MSR_VM_CR && !write) {
-        if (hv_rdmsr_safe(msr, v))
-            *v = 0;
-        *v |= VM_CR_LOCK | VM_CR_SVMDIS;
-        return 1;
-    }
-    if (msr == MSR_VM_CR || msr == MSR_VM_HSAVE_PA)
-        return -1;
-    return 0;
-}
-/* ---- end of the AMD block ---------------------------------------------------- */
-
 /* ---- CPUID ------------------------------------------------------------- */
-#define CPUID1_ECX_VMX        (1u << 5)
-#define CPUID1_ECX_OSXSAVE    (1u << 27)
-#define CPUID1_ECX_HV         (1u << 31)
-#define CPUID81_ECX_SVM       (1u << 2)
-
 /* The signature as the three registers read it (no memcpy on the exit path:
  * freestanding, it would be a real call). */
 static const union {
     char text[12];
     uint32_t reg[3];                           /* EBX, ECX, EDX */
 } hv_signature = {HV_CPUID_SIGNATURE};
+
+/* Computed once (hv_cpuid_policy_init); the exit path only reads it. */
+static struct cpuid_policy cpuid_pol;
+
+static bool cpuid_pol_ready;
+
+int hv_cpuid_policy_init(const struct cpuid_ctls *ctls)
+{
+    struct cpuid_ctls c = *ctls;
+
+    c.max_std = cpuid2(0, 0).eax;
+    c.max_ext = cpuid2(0x80000000, 0).eax;
+    if (cpuid_policy_compute(&c, &cpuid_pol)) {
+        hv_log("HV: panic cpuid-policy: the rule table does not fit its slots\n");
+        return -1;
+    }
+    hv_log("HV: cpuid rdtscp=%u invpcid=%u xsaves=%u waitpkg=%u pt=%u\n", c.rdtscp,
+           c.invpcid, c.xsaves, c.waitpkg, c.pt_gpa);
+    cpuid_pol_ready = true;
+    return 0;
+}
+
+/* A backend that computed no policy: its instructions run natively (AMD
+ * intercepts none of them by default), and the always-rules still hold -
+ * hypervisor bit set, VMX/SVM and Intel PT hidden. */
+int hv_cpuid_policy_ensure(bool amd)
+{
+    struct cpuid_ctls c = {.amd = amd, .rdtscp = true, .invpcid = true, .xsaves = true,
+                           .waitpkg = !amd};
+
+    return cpuid_pol_ready ? 0 : hv_cpuid_policy_init(&c);
+}
 
 static void hv_leaf(struct hv_regs *r, uint32_t leaf)
 {
@@ -99,21 +99,40 @@ static void hv_leaf(struct hv_regs *r, uint32_t leaf)
     }
 }
 
-/* Leaf 1 ECX: "hypervisor present", no VMX (no nested virtualization), and
- * OSXSAVE from the guest's CR4, not the host's (SDM Vol 2A CPUID).
- * noinline: it calls the backend, and inlined it would make do_cpuid keep
- * more in callee-saved registers on every CPUID exit. */
-static __attribute__((noinline)) void cpuid1_ecx(struct hv_cpu *c)
+/* A leaf the policy adjusts: CPUID, then the slot's masks.  noinline: it
+ * may call the backend (guest CR4), and inlined it would make every CPUID
+ * exit save more registers. */
+static __attribute__((noinline)) void cpuid_adjusted(struct hv_cpu *c, uint32_t leaf)
 {
-    uint64_t ecx = (c->regs->rcx | CPUID1_ECX_HV) & ~(CPUID1_ECX_VMX | CPUID1_ECX_OSXSAVE);
+    struct hv_regs *r = c->regs;
+    uint32_t sub = (uint32_t)r->rcx, v[4];
+    const struct cpuid_slot *s = cpuid_policy_slot(&cpuid_pol, leaf, sub);
 
-    if (c->ops->guest_cr4(c) & CR4_OSXSAVE)
-        ecx |= CPUID1_ECX_OSXSAVE;
-    c->regs->rcx = ecx;
+    __asm__ volatile("cpuid" : "=a"(v[0]), "=b"(v[1]), "=c"(v[2]), "=d"(v[3])
+                     : "a"(leaf), "c"(sub));
+    if (s)
+        cpuid_slot_apply(s, v, s->cr4_bit ? c->ops->guest_cr4(c) : 0);
+    r->rax = v[0];
+    r->rbx = v[1];
+    r->rcx = v[2];
+    r->rdx = v[3];
+}
+
+/* Leaves outside 0-0x1F and 0x80000000-0x8000001F: the hypervisor range,
+ * or plain CPUID (the policy has no slot there). */
+static __attribute__((noinline)) void cpuid_other(struct hv_cpu *c, uint32_t leaf)
+{
+    struct hv_regs *r = c->regs;
+
+    if ((leaf >> 28) == 4)                     /* 0x40000000-0x4FFFFFFF */
+        return hv_leaf(r, leaf);
+    __asm__ volatile("cpuid" : "=a"(r->rax), "=b"(r->rbx), "=c"(r->rcx), "=d"(r->rdx)
+                     : "a"(leaf), "c"((uint32_t)r->rcx));
 }
 
 /* Every CPUID exits (SDM Vol 3C 26.1.2), so this is the hottest handler: the
- * results go straight into the saved registers.  The backend skips the
+ * results go straight into the saved registers, and a leaf the policy does
+ * not touch costs one range test and one bit test.  The backend skips the
  * instruction itself on its CPUID fast path (hv_cpuid_emulate), or do_cpuid
  * does through the ops table. */
 void hv_cpuid_emulate(struct hv_cpu *c)
@@ -121,17 +140,13 @@ void hv_cpuid_emulate(struct hv_cpu *c)
     struct hv_regs *r = c->regs;
     uint32_t leaf = (uint32_t)r->rax;
 
-    if ((leaf >> 28) == 4)                     /* 0x40000000-0x4FFFFFFF */
-        hv_leaf(r, leaf);
-    else                                       /* 32-bit results zero the upper halves */
-        __asm__ volatile("cpuid" : "=a"(r->rax), "=b"(r->rbx), "=c"(r->rcx), "=d"(r->rdx)
-                         : "a"(leaf), "c"((uint32_t)r->rcx));
-    if (leaf == 1)
-        cpuid1_ecx(c);
-    else if (leaf == 0x80000001)
-        r->rcx &= ~CPUID81_ECX_SVM;
-    else if (leaf == CPUID_SVM_LEAF)           /* AMD hiding, see below */
-        r->rax = r->rbx = r->rcx = r->rdx = 0;
+    if (leaf & 0x7FFFFFE0u)
+        return cpuid_other(c, leaf);
+    if (((leaf >> 31 ? cpuid_pol.ext_mask : cpuid_pol.std_mask) >> (leaf & 31)) & 1)
+        return cpuid_adjusted(c, leaf);
+    /* 32-bit results zero the upper halves. */
+    __asm__ volatile("cpuid" : "=a"(r->rax), "=b"(r->rbx), "=c"(r->rcx), "=d"(r->rdx)
+                     : "a"(leaf), "c"((uint32_t)r->rcx));
 }
 
 static void do_cpuid(struct hv_cpu *c)
@@ -140,65 +155,88 @@ static void do_cpuid(struct hv_cpu *c)
     c->ops->skip_insn(c);
 }
 
-/* ---- RDMSR / WRMSR ------------------------------------------------------- */
-/* Only MSRs in the backend's intercept list, or outside the bitmap ranges,
- * get here.  Anything the real CPU refuses becomes #GP for the guest. */
-#define MSR_VMX_FIRST 0x480
-#define MSR_VMX_LAST  0x491
-#define MSR_X2APIC_ICR 0x830
-
+/* ---- RDMSR / WRMSR: the MSR policy table (msr_policy.c) ------------------ */
+/* Only rows of the table (intercepted in the backend's bitmap) and MSRs
+ * outside the bitmap ranges get here. */
 static void inject_gp(struct hv_cpu *c)
 {
     c->ops->inject_exception(c, VEC_GP, true, 0);
 }
 
+static bool vendor_amd(void)
+{
+    return hv_caps_now && hv_caps_now->virt == HV_VIRT_SVM;
+}
+
 static void do_rdmsr(struct hv_cpu *c)
 {
     uint32_t msr = (uint32_t)c->regs->rcx;
-    uint64_t v;
-    int amd = amd_svm_msr(msr, false, &v);
+    const struct msr_rule *rule = msr_policy_find(msr, vendor_amd());
+    uint64_t v = 0, out;
+    bool ok = true;
 
-    if (amd < 0 || (msr >= MSR_VMX_FIRST && msr <= MSR_VMX_LAST))
-        return inject_gp(c);                   /* as on a CPU without VMX/SVM */
-    if (!amd && hv_rdmsr_safe(msr, &v))
+    if (!rule || rule->rd != RD_GP)
+        ok = hv_rdmsr_safe(msr, &v) == 0;
+    if (msr_policy_read(rule, ok, v, &out))
         return inject_gp(c);
-    if (msr == MSR_FEATURE_CONTROL)            /* locked, VMX off */
-        v = (v | FC_LOCK) & ~(FC_VMX_IN_SMX | FC_VMX_OUTSIDE_SMX);
-    set_rax_rdx(c->regs, v);
+    set_rax_rdx(c->regs, out);
     c->ops->skip_insn(c);
 }
 
 static void do_wrmsr(struct hv_cpu *c)
 {
     uint32_t msr = (uint32_t)c->regs->rcx;
-    uint64_t v = (c->regs->rdx << 32) | (uint32_t)c->regs->rax;
+    uint64_t v = (c->regs->rdx << 32) | (uint32_t)c->regs->rax, cur = 0;
+    const struct msr_rule *rule = msr_policy_find(msr, vendor_amd());
+    bool cur_ok = true;
 
-    if (msr == MSR_FEATURE_CONTROL || (msr >= MSR_VMX_FIRST && msr <= MSR_VMX_LAST) ||
-        amd_svm_msr(msr, true, &v))
-        return inject_gp(c);                   /* locked / not present */
-    if (msr == MSR_X2APIC_ICR && (rdmsr(MSR_APIC_BASE) & (1ull << 10))) {
-        hv_x2apic_icr_write(c, v);             /* INIT/SIPI emulated (smp.c) */
-        return c->ops->skip_insn(c);
-    }
-    if (hv_wrmsr_safe(msr, v))
+    if (rule && rule->wr_fixed)
+        cur_ok = hv_rdmsr_safe(msr, &cur) == 0;
+    switch (msr_policy_write(rule, v, cur_ok, cur)) {
+    case MSR_DO_GP:
+        hv_log("HV: msr-deny cpu=%u wrmsr=%x value=%llx: %s\n", c->index, msr,
+               (unsigned long long)v, rule ? rule->why : "");
         return inject_gp(c);
+    case MSR_DO_DROP:
+        break;
+    case MSR_DO_ICR:
+        if (rdmsr(MSR_APIC_BASE) & (1ull << 10)) {
+            hv_x2apic_icr_write(c, v);         /* INIT/SIPI emulated (smp.c) */
+            break;
+        }
+        return inject_gp(c);                   /* x2APIC off: the MSR faults */
+    case MSR_DO_WRITE:
+        if (hv_wrmsr_safe(msr, v))
+            return inject_gp(c);
+        break;
+    }
     c->ops->skip_insn(c);
 }
 
 /* ---- XSETBV (SDM Vol 2C XSETBV, Vol 1 13.3) -------------------------------- */
+#define XCR0_X87     1ull
+#define XCR0_SSE     2ull
+#define XCR0_AVX     4ull
+#define XCR0_MPX     0x18ull               /* BNDREGS, BNDCSR */
+#define XCR0_AVX512  0xE0ull               /* opmask, ZMM_Hi256, Hi16_ZMM */
+#define XCR0_AMX     0x60000ull            /* XTILECFG, XTILEDATA */
+
+/* The architectural checks, in the SDM's order; the host's own XSETBV
+ * (hv_xsetbv_safe) then catches whatever else the CPU refuses. */
 static bool xcr0_valid(uint64_t v)
 {
     struct cpuid_regs d = cpuid2(0xD, 0);
     uint64_t supported = ((uint64_t)d.edx << 32) | d.eax;
-    uint64_t avx512 = 0xE0, amx = 0x60000;
 
-    if (!(v & 1) || (v & ~supported))
+    if (!(v & XCR0_X87) || (v & ~supported))
         return false;
-    if ((v & 4) && !(v & 2))                   /* AVX needs SSE */
+    if ((v & XCR0_AVX) && !(v & XCR0_SSE))
         return false;
-    if ((v & avx512) && ((v & avx512) != avx512 || !(v & 4)))
+    if ((v & XCR0_MPX) && (v & XCR0_MPX) != XCR0_MPX)
         return false;
-    if ((v & amx) && (v & amx) != amx)
+    if ((v & XCR0_AVX512) && ((v & XCR0_AVX512) != XCR0_AVX512 || !(v & XCR0_AVX)))
+        return false;
+    if ((v & XCR0_AMX) && (v & XCR0_AMX) != XCR0_AMX)
         return false;
     return true;
 }
@@ -210,7 +248,11 @@ static void do_xsetbv(struct hv_cpu *c)
 
     if (c->ops->guest_cpl(c) != 0 || (uint32_t)r->rcx != 0 || !xcr0_valid(v))
         return inject_gp(c);
-    __asm__ volatile("xsetbv" : : "c"(0), "a"((uint32_t)v), "d"((uint32_t)(v >> 32)));
+    if (hv_xsetbv_safe(0, v)) {
+        hv_log("HV: xsetbv cpu=%u xcr0=%llx refused by the cpu: #GP\n", c->index,
+               (unsigned long long)v);
+        return inject_gp(c);
+    }
     c->ops->skip_insn(c);
 }
 

@@ -1,5 +1,6 @@
 /*
- * host.S - host exception entry stubs and fault-recovering MSR access.
+ * host.S - host exception entry stubs and fault-recovering MSR and XSETBV
+ * access.
  * Microsoft x64 calling convention (arguments in RCX, RDX).
  */
     .text
@@ -12,8 +13,7 @@ host_exc_stubs:
     .irp v, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
     .p2align 4
     .if \v == 2
-    movl $1, %gs:8          /* NMI: mark it pending for the guest, return */
-    iretq
+    jmp host_nmi_entry      /* NMI: counted for the guest (host.c) */
     .else
     .if (\v == 8) || (\v >= 10 && \v <= 14) || (\v == 17) || (\v == 21) || (\v == 29) || (\v == 30)
     .else
@@ -23,6 +23,29 @@ host_exc_stubs:
     jmp host_exc_common
     .endif
     .endr
+
+/* NMI: the scratch registers of the MS ABI around host_nmi().  The CPU
+ * aligned RSP before its 5-word frame; 7 pushes and the shadow space keep
+ * the call aligned. */
+host_nmi_entry:
+    push %rax
+    push %rcx
+    push %rdx
+    push %r8
+    push %r9
+    push %r10
+    push %r11
+    sub $32, %rsp
+    call host_nmi
+    add $32, %rsp
+    pop %r11
+    pop %r10
+    pop %r9
+    pop %r8
+    pop %rdx
+    pop %rcx
+    pop %rax
+    iretq
 
 host_exc_common:
     push %rax
@@ -113,6 +136,16 @@ hv_wrmsr_safe:
     shr $32, %rdx
 hv_wrmsr_insn:
     wrmsr
+    xor %eax, %eax
+    ret
+
+/* int hv_xsetbv_safe(uint32_t xcr, uint64_t v) */
+    .globl hv_xsetbv_safe, hv_xsetbv_insn
+hv_xsetbv_safe:
+    mov %rdx, %rax
+    shr $32, %rdx
+hv_xsetbv_insn:
+    xsetbv
     xor %eax, %eax
     ret
 

@@ -17,7 +17,7 @@ static uint64_t *pml4;
 /* host.S */
 extern const uint8_t host_exc_stubs[32][16];
 extern const uint8_t host_irq_stubs[224][8];
-extern const uint8_t hv_rdmsr_insn[], hv_wrmsr_insn[], hv_msr_fault[];
+extern const uint8_t hv_rdmsr_insn[], hv_wrmsr_insn[], hv_xsetbv_insn[], hv_msr_fault[];
 
 struct host_frame {
     uint64_t r15, r14, r13, r12, r11, r10, r9, r8, rdi, rsi, rbp, rbx, rdx, rcx, rax;
@@ -29,9 +29,10 @@ void host_exception(struct host_frame *f)
 {
     uint64_t cr2;
 
-    /* The fault-recovering MSR accessors: resume at their error return. */
+    /* The fault-recovering accessors: resume at their error return. */
     if (f->vec == VEC_GP && (f->rip == (uint64_t)(uintptr_t)hv_rdmsr_insn ||
-                             f->rip == (uint64_t)(uintptr_t)hv_wrmsr_insn)) {
+                             f->rip == (uint64_t)(uintptr_t)hv_wrmsr_insn ||
+                             f->rip == (uint64_t)(uintptr_t)hv_xsetbv_insn)) {
         f->rip = (uint64_t)(uintptr_t)hv_msr_fault;
         return;
     }
@@ -41,6 +42,20 @@ void host_exception(struct host_frame *f)
            (unsigned long long)f->rip, (unsigned long long)f->rsp,
            (unsigned long long)cr2);
     halt_forever();
+}
+
+/* An NMI in the host: another CPU's wake-up or the guest's (smp.c tells
+ * them apart).  If it came after the last check before VM entry, the
+ * backend's kick makes the entry exit at once, so the guest's NMI is not
+ * held back until some unrelated exit. */
+void host_nmi(void)
+{
+    struct hv_cpu *c = this_cpu();
+    void (*kick)(void) = c->nmi_kick;
+
+    __atomic_add_fetch(&c->nmi_pending, 1, __ATOMIC_SEQ_CST);
+    if (kick)
+        kick();
 }
 
 /* 64-bit interrupt gate, DPL 0 (SDM Vol 3A 6.14.1). */
@@ -149,6 +164,7 @@ uint64_t host_tss_base(struct hv_cpu *c) { return (uint64_t)(uintptr_t)c->gdt + 
 
 void *hv_guest_buffer(uint64_t gpa, uint64_t len)
 {
+    const struct hv_backend_ops *o;
     uint64_t pb, ps;
 
     hv_protected_range(&pb, &ps);
@@ -156,6 +172,11 @@ void *hv_guest_buffer(uint64_t gpa, uint64_t len)
         return NULL;
     if (gpa < pb + ps && gpa + len > pb)
         return NULL;             /* never let a guest point us at ourselves */
+    if (hv_apic_page && gpa < hv_apic_page + 4096 && gpa + len > hv_apic_page)
+        return NULL;             /* MMIO: a read or write there has effects */
+    o = this_cpu()->ops;
+    if (o && o->gpa_is_ram && !o->gpa_is_ram(gpa, len))
+        return NULL;             /* not ordinary RAM in the EPT/NPT view */
     return (void *)(uintptr_t)gpa;
 }
 

@@ -8,6 +8,7 @@
 
 #include "hv.h"
 #include "x86.h"
+#include "cpuid_policy.h"
 
 /* The VT-x backend's static per-CPU array (efi/vmx) still caps it at this;
  * the core and the SVM backend size per-CPU state from MP Services. */
@@ -31,10 +32,11 @@ enum hc_function {
     HC_STATS = 1,     /* RDX = GPA of u64[HV_EXIT_COUNT], R8 = entries -> RDX = written */
     HC_LOG = 2,       /* RDX = GPA of text, R8 = length (<= 200) */
     HC_INFO = 3,      /* -> RDX = HPA of a protected hypervisor page, R8 = bytes held */
-    HC_DEVIRT = 4,    /* leave VMX on every CPU (the others via an NMI), resume after
-                       * the VMCALL natively -> RDX = mask of CPU indices that left */
+    HC_DEVIRT = 4,    /* leave VMX/SVM on every CPU (the others via an NMI), resume
+                       * after the call natively -> RDX = mask of CPUs 0-63 that
+                       * left, R8 = guest CPUs that refused (still virtualized) */
 };
-enum { HC_OK = 0, HC_E_FUNCTION = -1, HC_E_ARG = -2 };
+enum { HC_OK = 0, HC_E_FUNCTION = -1, HC_E_ARG = -2, HC_E_STATE = -3 };
 
 /* CPUID hypervisor leaves: 0x40000000 EAX = max leaf, EBX:ECX:EDX = the
  * signature; 0x40000001 EAX = HV_INTERFACE_VERSION; the rest of the range
@@ -65,6 +67,7 @@ struct hv_guest_paging {
     uint64_t cr0, cr3, cr4, efer;
     uint64_t cs_base, rip, rsp;
     bool cs_long, cs_32;            /* CS.L, CS.D */
+    uint64_t gdtr_base, gdtr_limit, idtr_base;   /* for hv_devirt_possible */
 };
 
 /* What the core asks of a vendor backend (efi/vmx, efi/svm). */
@@ -100,19 +103,26 @@ struct hv_backend_ops {
     bool (*can_leave_now)(struct hv_cpu *c);
     /* Leaves VMX on a parked CPU: it halts in the host until a real INIT. */
     void (*leave_parked)(struct hv_cpu *c) __attribute__((noreturn));
-    /* Stop intercepting writes to the xAPIC page (global), and flush the
-     * local guest-physical mappings. */
+    /* Stop intercepting writes to the xAPIC page and to the x2APIC ICR
+     * (global), and flush the local guest-physical mappings. */
     void (*apic_unprotect)(void);
     void (*flush_ept)(struct hv_cpu *c);
     /* Guest state the instruction decoder needs (efi/core/insn.c). */
     void (*guest_paging)(struct hv_cpu *c, struct hv_guest_paging *p);
+    /* Guest RFLAGS: returns the old value and, when mask is nonzero, writes
+     * (old & ~mask) | (val & mask) (emulated arithmetic sets its flags). */
+    uint64_t (*guest_rflags)(struct hv_cpu *c, uint64_t mask, uint64_t val);
+    /* Whether [gpa, gpa+len) is ordinary guest RAM in the EPT/NPT view:
+     * mapped read-write, write-back (not MMIO, not the xAPIC page, not the
+     * pool).  NULL: the core checks the pool and the APIC page only. */
+    bool (*gpa_is_ram)(uint64_t gpa, uint64_t len);
 };
 
 /* Per-CPU host state.  Host GS base points at this struct (self first), so
  * asm stubs reach it with %gs:. */
 struct hv_cpu {
     struct hv_cpu *self;            /* 0x00 */
-    volatile uint32_t nmi_pending;  /* 0x08: set by the host NMI handler */
+    volatile uint32_t nmi_pending;  /* NMIs received (host_nmi, NMI exits) */
     uint32_t index;
     struct hv_regs *regs;           /* guest GPRs of the exit being handled */
     const struct hv_backend_ops *ops;
@@ -131,13 +141,17 @@ struct hv_cpu {
     bool sipi_armed;                /* an INIT was sent; the next SIPI counts */
     bool parked;                    /* in the emulated wait-for-SIPI state */
     bool guest_nmi;                 /* an NMI the guest must still receive */
+    uint32_t guest_nmis;            /* more of them, after that one */
+    /* The backend's "exit at once after VM entry", called from the host
+     * NMI handler (NMI context: no logging, no locks); NULL outside VMX. */
+    void (*volatile nmi_kick)(void);
     bool devirt_deferred;           /* leave VMX once the event in flight is in */
     volatile bool os_started;       /* started by an emulated SIPI after EBS */
     volatile int left;              /* 1: left VMX, -1: refused (devirtualize) */
     volatile bool guest;            /* runs as our guest (set at prepare) */
     uint32_t icr_high;              /* the guest's xAPIC ICR[63:32] */
+    uint32_t apic_ldr, apic_dfr;    /* the guest's xAPIC LDR/DFR (logical IPIs) */
 };
-_Static_assert(__builtin_offsetof(struct hv_cpu, nmi_pending) == 8, "asm uses %gs:8");
 
 static inline struct hv_cpu *this_cpu(void)
 {
@@ -171,9 +185,13 @@ uint64_t host_idt_base(void);
 uint64_t host_tss_base(struct hv_cpu *c);
 /* Emulated INIT, the local APIC part: soft-disabled, IRR/ISR drained. */
 void host_apic_init_reset(void);
+/* The host NMI handler (host.S calls it): counts the NMI, kicks an exit. */
+void host_nmi(void);
 /* Fault-recovering MSR access (host.S): 0 on success, -1 if it raised #GP. */
 int hv_rdmsr_safe(uint32_t msr, uint64_t *v);
 int hv_wrmsr_safe(uint32_t msr, uint64_t v);
+/* XSETBV that returns -1 instead of faulting when the CPU raises #GP. */
+int hv_xsetbv_safe(uint32_t xcr, uint64_t v);
 
 /* ---- exit.c: shared exit handling ---------------------------------------- */
 void hv_handle_exit(struct hv_cpu *c, enum hv_exit kind);
@@ -181,6 +199,11 @@ void hv_handle_exit(struct hv_cpu *c, enum hv_exit kind);
  * fast path.  CPUID is the one exit a guest cannot avoid, and it runs in
  * loops (feature probes, serialization, timing). */
 void hv_cpuid_emulate(struct hv_cpu *c);
+/* Once, from the backend's global_init: the guest's CPUID for these
+ * controls (cpuid_policy.c).  0, or -1 with a log line. */
+int hv_cpuid_policy_init(const struct cpuid_ctls *ctls);
+/* vmm.c, after global_init: the default policy if the backend set none. */
+int hv_cpuid_policy_ensure(bool amd);
 void hv_count_exit(struct hv_cpu *c, enum hv_exit kind);
 void hv_print_stats(struct hv_cpu *c);
 /* Guest memory the host may touch on the guest's behalf (hypercall buffers). */
@@ -193,9 +216,10 @@ extern volatile bool hv_apic_protected;
 extern uint16_t hv_pm1a_cnt_port;         /* 0: not trapped */
 void hv_smp_global_init(void);              /* BSP, before any CPU */
 void hv_smp_cpu_init(struct hv_cpu *c);     /* on each CPU, at prepare */
-/* A guest write of `val` to offset `off` of the xAPIC page: performed or
- * emulated.  The backend decoded nothing; the core decodes the instruction
- * and returns its length (it panics on anything it cannot decode). */
+/* A guest write to the xAPIC page at gpa: performed or emulated.  The
+ * backend decoded nothing; the core decodes the instruction and returns how
+ * far RIP advances (0: not at all - a REP STOS with iterations left, or an
+ * undecodable store, which gets #GP). */
 unsigned hv_apic_mmio_write(struct hv_cpu *c, uint64_t gpa);
 /* WRMSR to the x2APIC ICR (0x830). */
 void hv_x2apic_icr_write(struct hv_cpu *c, uint64_t val);
@@ -206,18 +230,41 @@ static inline bool hv_smp_pending(const struct hv_cpu *c)
 {
     return c->nmi_pending | c->req | c->devirt_deferred;
 }
-/* HC_DEVIRT: leave VMX everywhere; returns the mask of CPUs that left
- * (this CPU included, which the caller then devirtualizes). */
-uint64_t hv_devirt_all(struct hv_cpu *c);
+/* HC_DEVIRT: leave VMX/SVM everywhere.  *mask gets the CPUs 0-63 that left
+ * (this CPU included, which the caller then devirtualizes); returns how many
+ * guest CPUs refused, or -1 while another CPU is devirtualizing. */
+int hv_devirt_all(struct hv_cpu *c, uint64_t *mask);
+/* Whether this CPU's guest can be resumed natively by devirtualize: 64-bit
+ * code whose page tables map the hypervisor's pool, GDT and IDT at their
+ * physical addresses (the switch runs host code under the guest's CR3). */
+bool hv_devirt_possible(struct hv_cpu *c);
 /* A guest OUT to the PM1a control port. */
 void hv_pm1a_write(struct hv_cpu *c, uint32_t val, unsigned size);
+/* A guest OUT of any width that touches the PM1a control register. */
+void hv_io_out(struct hv_cpu *c, uint16_t port, unsigned size, uint32_t val);
 /* The EFI system table (efi/platform/main.c), read-only: ACPI tables and
  * whether boot services are gone. */
 extern void *plat_st;
 
 /* ---- insn.c: guest memory by linear address, the MMIO store decoder ------ */
 int hv_guest_read_linear(const struct hv_guest_paging *p, uint64_t la, void *buf, unsigned n);
-unsigned hv_decode_store32(struct hv_cpu *c, uint32_t *val, int *xchg_reg);
+int hv_guest_write_linear(const struct hv_guest_paging *p, uint64_t la, const void *buf,
+                          unsigned n);
+/* A decoded 32-bit store to MMIO (the xAPIC page). */
+enum { STORE_MOV, STORE_ALU, STORE_STOS };
+enum { ALU_NOT = 8, ALU_NEG, ALU_INC, ALU_DEC };   /* 0-6: ADD OR ADC SBB AND SUB XOR */
+struct hv_store {
+    unsigned len;           /* instruction length */
+    unsigned kind;          /* STORE_* */
+    unsigned alu;           /* STORE_ALU: the operation */
+    uint32_t src;           /* the value or source operand */
+    int xchg_reg;           /* XCHG: the register that gets the old value, else -1 */
+    bool rep;               /* STORE_STOS with REP */
+    unsigned asize;         /* STORE_STOS: address size in bytes (RDI, RCX) */
+};
+int hv_decode_store(struct hv_cpu *c, struct hv_store *st);
+/* dst = a <alu> b with the flags it sets, merged into *guest_flags. */
+uint32_t hv_store_alu(unsigned alu, uint32_t a, uint32_t b, uint64_t *guest_flags);
 
 /* ---- insn_len.c: the exiting instruction's length from its bytes --------- */
 /* For a CPU that does not report it (SVM without NRIPS).  Panics with the

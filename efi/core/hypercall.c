@@ -48,12 +48,25 @@ static int64_t hc_info(struct hv_cpu *c, struct hv_regs *r)
     return HC_OK;
 }
 
+/* The magic is all of RCX in 64-bit code; outside it only ECX exists for
+ * the guest (the upper half is whatever 64-bit code left there). */
+static bool magic_ok(struct hv_cpu *c, uint64_t rcx)
+{
+    struct hv_guest_paging p;
+
+    c->ops->guest_paging(c, &p);
+    if ((p.efer & EFER_LMA) && p.cs_long)
+        return rcx == HC_MAGIC;
+    return (uint32_t)rcx == HC_MAGIC;
+}
+
 void hv_hypercall(struct hv_cpu *c)
 {
     struct hv_regs *r = c->regs;
     int64_t st;
+    int refused;
 
-    if (c->ops->guest_cpl(c) != 0 || (uint32_t)r->rcx != HC_MAGIC)
+    if (c->ops->guest_cpl(c) != 0 || !magic_ok(c, r->rcx))
         return c->ops->inject_exception(c, VEC_UD, false, 0);
     switch (r->rax) {
     case HC_VERSION:
@@ -71,11 +84,17 @@ void hv_hypercall(struct hv_cpu *c)
         st = hc_info(c, r);
         break;
     case HC_DEVIRT:
-        r->rdx = hv_devirt_all(c);              /* prints every CPU's stats */
-        if (!r->rdx) {
-            st = HC_E_ARG;                      /* another CPU is devirtualizing */
+        if (!hv_devirt_possible(c)) {
+            hv_log("HV: devirtualize cpu=%u refused reason=not-identity-mapped\n", c->index);
+            st = HC_E_STATE;
             break;
         }
+        refused = hv_devirt_all(c, &r->rdx);    /* prints every CPU's stats */
+        if (refused < 0) {
+            st = HC_E_STATE;                    /* another CPU is devirtualizing */
+            break;
+        }
+        r->r8 = (uint64_t)refused;              /* guest CPUs still virtualized */
         hv_log("HV: devirtualize cpu=%u\n", c->index);
         r->rax = HC_OK;
         c->ops->skip_insn(c);

@@ -17,10 +17,15 @@
  * started CPU ignores them.  The target applies INIT before SIPI whatever
  * order the NMIs arrive in, so INIT-SIPI-SIPI sent back to back works.
  *
- * NMIs.  Each sender counts nmi_sent on the target before it sends.  An NMI
- * the target sees while nmi_seen != nmi_sent is ours (and absorbs NMIs that
- * coalesced with it); any other is the guest's and is injected.  Limit: a
- * guest NMI that coincides with ours can be absorbed.
+ * NMIs.  Each sender counts a wake-up in nmi_sent on the target before it
+ * sends; the target counts every NMI it receives in nmi_pending (the host
+ * NMI handler and the NMI exit add one each).  At its next poll the first
+ * min(received, wake-ups) are ours and the rest are the guest's, injected
+ * one at a time: a guest NMI that arrives together with a wake-up is no
+ * longer absorbed.  Limit: two NMIs the CPU itself coalesces (both arrive
+ * while NMIs are blocked) count as one.  An NMI that reaches the host just
+ * before VM entry kicks an immediate exit (backend nmi_kick), so it reaches
+ * the guest at once, not at the next unrelated exit.
  *
  * When the interception ends.  EOI and TPR writes land on the same page,
  * so keeping it read-only costs an exit per interrupt.  It is dropped once
@@ -42,6 +47,8 @@
 #define APIC_BASE_ADDR  0x000FFFFFFFFFF000ull
 #define XAPIC_ICR_LO    0x300
 #define XAPIC_ICR_HI    0x310
+#define XAPIC_LDR       0x0D0
+#define XAPIC_DFR       0x0E0
 #define MSR_X2APIC_ICR  0x830
 
 /* ICR (SDM Vol 3A 11.6.1, Figure 11-12). */
@@ -196,8 +203,11 @@ void hv_smp_cpu_init(struct hv_cpu *c)
         c->apic_id = cpuid2(0xB, 0).edx;
     else
         c->apic_id = cpuid2(1, 0).ebx >> 24;
-    if (!x2apic_on() && hv_apic_page)
+    if (!x2apic_on() && hv_apic_page) {
         c->icr_high = *xapic(XAPIC_ICR_HI);
+        c->apic_ldr = *xapic(XAPIC_LDR);
+        c->apic_dfr = *xapic(XAPIC_DFR);
+    }
 }
 
 /* ---- ICR emulation ------------------------------------------------------------- */
@@ -223,29 +233,43 @@ static void record(struct hv_cpu *c, struct hv_cpu *t, unsigned dm, uint8_t vec)
         wake(c, t);
 }
 
+/* Logical destination (SDM Vol 3A 11.6.2.2, 11.12.10): xAPIC flat or
+ * cluster model from the target's LDR/DFR as the guest wrote them; x2APIC
+ * cluster ID and bit from the x2APIC ID. */
+static bool logical_match(const struct hv_cpu *t, uint32_t dest, bool x2)
+{
+    uint32_t mda = dest & 0xFF, id = t->apic_ldr >> 24;
+
+    if (x2)
+        return dest == 0xFFFFFFFFu || ((dest >> 16) == (t->apic_id >> 4) &&
+                                       (dest & 0xFFFF & (1u << (t->apic_id & 0xF))));
+    if (mda == 0xFF)
+        return true;
+    if ((t->apic_dfr >> 28) == 0xF)                /* flat */
+        return (id & mda) != 0;
+    return (id >> 4) == (mda >> 4) && (id & mda & 0xF);   /* cluster */
+}
+
 static void icr_write(struct hv_cpu *c, uint32_t lo, uint32_t dest, bool x2)
 {
     unsigned dm = ICR_DM(lo), sh = ICR_SHORTHAND(lo);
     uint32_t bcast = x2 ? 0xFFFFFFFFu : 0xFFu;
-    bool hit_any = false;
+    bool hit_any = false, logical = lo & ICR_LOGICAL;
 
     if (dm != DM_INIT && dm != DM_SIPI)
         return send_ipi(c, lo, dest);
     if (dm == DM_INIT && !(lo & ICR_ASSERT) && (lo & ICR_LEVEL))
         return;                                    /* INIT level de-assert: no-op */
-    if (sh == 0 && (lo & ICR_LOGICAL))
-        hv_panic(c, "icr: logical-destination %s dest=%x\n",
-                 dm == DM_INIT ? "init" : "sipi", dest);
     for (size_t i = 0; i < hv_cpu_total; i++) {
         struct hv_cpu *t = hv_cpus[i];
         uint32_t id = x2 ? t->apic_id : (t->apic_id & 0xFF);
-        bool hit = sh == 0 ? (dest == bcast || dest == id) : sh == 1 ? t == c :
-                   sh == 2 ? true : t != c;
+        bool hit = sh == 0 ? (logical ? logical_match(t, dest, x2) : dest == bcast || dest == id)
+                           : sh == 1 ? t == c : sh == 2 ? true : t != c;
 
         /* A CPU learns its APIC ID when it is prepared: until then (the
          * bring-up in vmm_start) it is no guest and gets the real IPI. */
         if (!t->guest) {
-            if (sh == 0 && dest != bcast)
+            if (sh == 0 && (logical || dest != bcast))
                 continue;
             hv_panic(c, "icr: broadcast %s before cpu=%zu is virtualized\n",
                      dm == DM_INIT ? "init" : "sipi", i);
@@ -259,39 +283,87 @@ static void icr_write(struct hv_cpu *c, uint32_t lo, uint32_t dest, bool x2)
             send_ipi(c, lo & ~((3u << 18) | ICR_LOGICAL), t->apic_id);
         }
     }
-    if (sh == 0 && dest != bcast && !hit_any)
+    if (sh == 0 && !logical && dest != bcast && !hit_any)
         send_ipi(c, lo, dest);                     /* a CPU that is not our guest */
 }
 
+/* Both ICR intercepts (the xAPIC page, the x2APIC ICR MSR) end together,
+ * once: IPIs are a hot path, and after this point no INIT needs emulating. */
+static volatile bool icr_intercepted = true;
+
 static void maybe_unprotect(struct hv_cpu *c)
 {
-    if (!hv_apic_protected || !boot_services_gone())
+    if (!icr_intercepted || !boot_services_gone())
         return;
     for (size_t i = 1; i < hv_cpu_total; i++)
         if (!hv_cpus[i]->os_started)
             return;
+    if (!__atomic_exchange_n(&icr_intercepted, false, __ATOMIC_ACQ_REL))
+        return;                                    /* another CPU did it */
     hv_apic_protected = false;
     c->ops->apic_unprotect();
     hv_log("HV: apic-intercept off cpu=%u: every AP started by the OS\n", c->index);
 }
 
-unsigned hv_apic_mmio_write(struct hv_cpu *c, uint64_t gpa)
+/* One 32-bit store of val to the APIC register at gpa, as the guest made it. */
+static void apic_store(struct hv_cpu *c, uint64_t gpa, uint32_t val)
 {
     unsigned off = gpa & 0xFFF;
-    volatile uint32_t *reg = (volatile uint32_t *)(uintptr_t)gpa;
-    uint32_t val;
-    int xr;
-    unsigned len = hv_decode_store32(c, &val, &xr);
 
-    if (xr >= 0 && xr != 4)                        /* XCHG: the old value back */
-        ((uint64_t *)c->regs)[xr] = *reg;
     if (off == XAPIC_ICR_LO) {
         icr_write(c, val, c->icr_high >> 24, false);
     } else {
         if (off == XAPIC_ICR_HI)
             c->icr_high = val;
-        *reg = val;
+        else if (off == XAPIC_LDR)
+            c->apic_ldr = val;
+        else if (off == XAPIC_DFR)
+            c->apic_dfr = val;
+        *(volatile uint32_t *)(uintptr_t)gpa = val;
     }
+}
+
+/* REP STOS: one iteration per exit (an iteration boundary is an
+ * instruction boundary for the guest, SDM Vol 2B REP); RDI/RCX in the
+ * address size; RIP stays until the count runs out. */
+static unsigned stos_step(struct hv_cpu *c, const struct hv_store *st)
+{
+    struct hv_regs *r = c->regs;
+    uint64_t mask = st->asize == 8 ? ~0ull : st->asize == 4 ? 0xFFFFFFFFull : 0xFFFFull;
+    bool down = c->ops->guest_rflags && (c->ops->guest_rflags(c, 0, 0) & (1ull << 10));
+    uint64_t rdi = ((r->rdi & mask) + (down ? -4ull : 4ull)) & mask, rcx;
+
+    r->rdi = st->asize == 2 ? (r->rdi & ~mask) | rdi : rdi;
+    if (!st->rep)
+        return st->len;
+    rcx = ((r->rcx & mask) - 1) & mask;
+    r->rcx = st->asize == 2 ? (r->rcx & ~mask) | rcx : rcx;
+    return rcx ? 0 : st->len;
+}
+
+unsigned hv_apic_mmio_write(struct hv_cpu *c, uint64_t gpa)
+{
+    volatile uint32_t *reg = (volatile uint32_t *)(uintptr_t)(gpa & ~3ull);
+    struct hv_store st;
+    unsigned len;
+    uint32_t val;
+
+    if ((gpa & 3) || hv_decode_store(c, &st)) {    /* misaligned: not a register write */
+        c->ops->inject_exception(c, VEC_GP, true, 0);
+        return 0;
+    }
+    val = st.src;
+    if (st.xchg_reg >= 0)                          /* XCHG: the old value back */
+        ((uint64_t *)c->regs)[st.xchg_reg] = *reg;
+    if (st.kind == STORE_ALU) {
+        uint64_t fl = c->ops->guest_rflags ? c->ops->guest_rflags(c, 0, 0) : 0;
+
+        val = hv_store_alu(st.alu, *reg, st.src, &fl);
+        if (c->ops->guest_rflags)
+            c->ops->guest_rflags(c, 0x8D5, fl);
+    }
+    apic_store(c, gpa, val);
+    len = st.kind == STORE_STOS ? stos_step(c, &st) : st.len;
     maybe_unprotect(c);
     return len;
 }
@@ -299,6 +371,7 @@ unsigned hv_apic_mmio_write(struct hv_cpu *c, uint64_t gpa)
 void hv_x2apic_icr_write(struct hv_cpu *c, uint64_t val)
 {
     icr_write(c, (uint32_t)val, (uint32_t)(val >> 32), true);
+    maybe_unprotect(c);
 }
 
 /* ---- requests, at the end of every exit ------------------------------------------ */
@@ -311,7 +384,7 @@ static void leave(struct hv_cpu *c)
         c->ops->leave_parked(c);
     }
     c->ops->guest_paging(c, &p);
-    if (!(p.efer & EFER_LMA) || !p.cs_long) {       /* devirtualize resumes 64-bit code */
+    if (!(p.efer & EFER_LMA) || !p.cs_long || !hv_devirt_possible(c)) {
         __atomic_store_n(&c->left, -1, __ATOMIC_RELEASE);
         return;
     }
@@ -331,13 +404,17 @@ void hv_smp_poll(struct hv_cpu *c)
     if (!c->nmi_pending && !c->req && !c->devirt_deferred)
         return;                                    /* the common case: plain loads */
 again:
-    if (__atomic_exchange_n(&c->nmi_pending, 0, __ATOMIC_ACQ_REL)) {
-        uint32_t sent = __atomic_load_n(&c->nmi_sent, __ATOMIC_ACQUIRE);
+    if (c->nmi_pending) {
+        uint32_t got = __atomic_exchange_n(&c->nmi_pending, 0, __ATOMIC_ACQ_REL);
+        uint32_t woke = __atomic_load_n(&c->nmi_sent, __ATOMIC_ACQUIRE) - c->nmi_seen;
+        uint32_t ours = got < woke ? got : woke;
 
-        if (c->nmi_seen != sent)
-            c->nmi_seen = sent;                    /* ours */
-        else
-            c->guest_nmi = true;
+        c->nmi_seen += ours;
+        c->guest_nmis += got - ours;
+    }
+    if (c->guest_nmis && !c->guest_nmi) {          /* one in flight at a time */
+        c->guest_nmis--;
+        c->guest_nmi = true;
     }
     if (c->req) {
         lock(&c->lock);
@@ -367,6 +444,7 @@ again:
      * lost to an NMI that lands in the host after the check above. */
     if (c->parked) {
         c->guest_nmi = false;                      /* wait-for-SIPI blocks NMIs */
+        c->guest_nmis = 0;
         while (!c->req && !c->nmi_pending)
             cpu_relax();
         goto again;
@@ -378,18 +456,20 @@ again:
 }
 
 /* ---- devirtualization of every CPU ------------------------------------------------ */
-uint64_t hv_devirt_all(struct hv_cpu *c)
+int hv_devirt_all(struct hv_cpu *c, uint64_t *mask)
 {
     static volatile int busy;
-    uint64_t mask = 1ull << c->index;
+    int refused = 0;
 
     if (__atomic_exchange_n(&busy, 1, __ATOMIC_ACQUIRE))
-        return 0;                                  /* another CPU is doing it */
+        return -1;                                 /* another CPU is doing it */
+    *mask = c->index < 64 ? 1ull << c->index : 0;
     for (size_t i = 0; i < hv_cpu_total; i++) {
         struct hv_cpu *t = hv_cpus[i];
 
-        if (t == c || t->left)
-            continue;
+        if (t == c || t->left == 1 || !t->guest)
+            continue;                              /* never NMI a CPU that is no guest */
+        __atomic_store_n(&t->left, 0, __ATOMIC_RELEASE);   /* refused before: ask again */
         lock(&t->lock);
         t->req |= REQ_DEVIRT;
         unlock(&t->lock);
@@ -398,27 +478,43 @@ uint64_t hv_devirt_all(struct hv_cpu *c)
     for (size_t i = 0; i < hv_cpu_total; i++) {
         struct hv_cpu *t = hv_cpus[i];
 
-        for (uint64_t n = 0; t != c && !__atomic_load_n(&t->left, __ATOMIC_ACQUIRE) &&
-                             n < 100000000ull; n++)
+        for (uint64_t n = 0; t != c && t->guest && n < 100000000ull &&
+                             !__atomic_load_n(&t->left, __ATOMIC_ACQUIRE); n++)
             cpu_relax();
-        if (t->left == 1)
-            mask |= 1ull << i;
+        if (t != c && t->left == 1 && i < 64)
+            *mask |= 1ull << i;
+        else if (t != c && t->guest && t->left != 1)
+            refused++;
     }
     for (size_t i = 0; i < hv_cpu_total; i++)
         hv_print_stats(hv_cpus[i]);
     for (size_t i = 0; i < hv_cpu_total; i++)
         if (hv_cpus[i] != c)
-            hv_log("HV: devirtualize cpu=%zu %s\n", i, mask & (1ull << i) ? "done" : "refused");
-    return mask;
+            hv_log("HV: devirtualize cpu=%zu %s\n", i,
+                   hv_cpus[i]->left == 1 ? "done" : "refused");
+    __atomic_store_n(&busy, 0, __ATOMIC_RELEASE);  /* a refused CPU may be asked again */
+    return refused;
 }
 
 /* ---- power-off ------------------------------------------------------------------------ */
-void hv_pm1a_write(struct hv_cpu *c, uint32_t val, unsigned size)
+/* A guest OUT of `size` bytes at `port` that touches the PM1a control
+ * register: performed as written.  When its byte PM1a+1 carries SLP_EN
+ * (bit 13 of the register, ACPI 6.5 4.8.3.2.1) the machine is about to
+ * sleep or power off: the statistics go out first. */
+void hv_io_out(struct hv_cpu *c, uint16_t port, unsigned size, uint32_t val)
 {
-    if (val & (1u << 13)) {                        /* SLP_EN (ACPI 6.5 4.8.3.2.1) */
+    uint32_t hi = (uint32_t)hv_pm1a_cnt_port + 1;
+
+    if (hv_pm1a_cnt_port && hi >= port && hi < (uint32_t)port + size &&
+        ((val >> (8 * (hi - port))) & 0x20)) {
         for (size_t i = 0; i < hv_cpu_total; i++)
             hv_print_stats(hv_cpus[i]);
-        hv_log("HV: poweroff cpu=%u pm1a-cnt=%x value=%x\n", c->index, hv_pm1a_cnt_port, val);
+        hv_log("HV: poweroff cpu=%u pm1a-cnt=%x value=%x\n", c->index, port, val);
     }
-    port_out(hv_pm1a_cnt_port, size, val);
+    port_out(port, size, val);
+}
+
+void hv_pm1a_write(struct hv_cpu *c, uint32_t val, unsigned size)
+{
+    hv_io_out(c, hv_pm1a_cnt_port, size, val);
 }

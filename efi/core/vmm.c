@@ -22,9 +22,11 @@ struct hv_cpu **hv_cpus;
 
 /* Hand-over from the host-side setup (copy) to the guest-side launcher
  * (original image).  Lives in the original image. */
+enum { CPU_FAIL_PREPARE = -1, CPU_FAIL_LAUNCH = -2 };
+
 struct vmm_boot {
     struct hv_cpu **cpu;                   /* hv_cpu_total entries, outside the pool */
-    volatile int *status;                  /* 1: guest now, -1: failed */
+    volatile int *status;                  /* 1: guest now, 0: never ran, CPU_FAIL_* */
     int (*prepare)(struct hv_cpu *c);      /* copy: enable VMX, build the VMCS */
     int (*launch)(void);                   /* original: returns 0 as a guest */
     void (*launch_failed)(struct hv_cpu *c, int rc);
@@ -178,7 +180,8 @@ __attribute__((noinline)) static int vmm_prepare(const struct hv_caps *caps, uin
     if (!hv_cpus)
         return -1;
     hv_smp_global_init();          /* before EPT: it protects the APIC page */
-    if (host_env_init() || ops->global_init())
+    if (host_env_init() || ops->global_init() ||
+        hv_cpuid_policy_ensure(caps->virt == HV_VIRT_SVM))
         return -1;
     for (uint32_t i = 0; i < hv_cpu_total; i++) {
         hv_cpus[i] = cpu_alloc(i);
@@ -211,15 +214,90 @@ static void cpu_entry(void *ctx, size_t index)
     if (!c)
         return;
     rc = b->prepare(c);
-    if (rc == 0) {
-        rc = b->launch();        /* returns 0 as a guest */
-        if (rc)
-            b->launch_failed(c, rc);
+    if (rc) {
+        b->status[index] = CPU_FAIL_PREPARE;
+        return;
     }
-    b->status[index] = rc == 0 ? 1 : -1;
+    rc = b->launch();            /* returns 0 as a guest */
+    if (rc)
+        b->launch_failed(c, rc);
+    b->status[index] = rc == 0 ? 1 : CPU_FAIL_LAUNCH;
 }
 
-static size_t pool_estimate(size_t image_pages, size_t ncpu)
+/* ---- fail closed --------------------------------------------------------------
+ * No half-protected machine: when a CPU could not be virtualized, the CPUs
+ * that were leave VMX again (one devirtualize hypercall takes them all out)
+ * and the boot goes on with none virtualized. */
+static const char *cpu_fail_name(int st)
+{
+    return st == CPU_FAIL_PREPARE ? "prepare-failed (see above)" :
+           st == CPU_FAIL_LAUNCH ? "vmlaunch-failed (see above)" : "not-started-by-mp-services";
+}
+
+/* HC_DEVIRT from the guest side, with the vendor's hypercall instruction.
+ * Returns how many guest CPUs are still virtualized (-1: the call failed). */
+static bool boot_svm;
+
+static int64_t devirt_call(void)
+{
+    uint64_t rax = HC_DEVIRT, rdx = 0;
+    register uint64_t r8 __asm__("r8") = 0;
+
+    if (boot_svm)
+        __asm__ volatile("vmmcall" : "+a"(rax), "+d"(rdx), "+r"(r8)
+                         : "c"((uint64_t)HC_MAGIC) : "r9", "memory", "cc");
+    else
+        __asm__ volatile("vmcall" : "+a"(rax), "+d"(rdx), "+r"(r8)
+                         : "c"((uint64_t)HC_MAGIC) : "r9", "memory", "cc");
+    return rax == HC_OK ? (int64_t)r8 : -1;
+}
+
+struct devirt_ctx { size_t who; volatile int64_t still; };
+
+static void devirt_entry(void *ctx, size_t index)
+{
+    struct devirt_ctx *d = ctx;
+
+    if (index == d->who)
+        d->still = devirt_call();
+}
+
+static int fail_closed(size_t ncpu)
+{
+    struct devirt_ctx d = {ncpu, 0};
+    size_t bad = ncpu, on = 0;
+
+    for (size_t i = 0; i < ncpu; i++) {
+        if (boot.status[i] == 1) {
+            on++;
+            d.who = d.who == ncpu ? i : d.who;
+        } else if (bad == ncpu) {
+            bad = i;
+        }
+    }
+    if (on && d.who == 0)
+        d.still = devirt_call();
+    else if (on)
+        plat_run_on_all_cpus(devirt_entry, &d);
+    if (d.still != 0) {
+        hv_log("HV: panic fail-closed: %zu cpus virtualized, %lld still in after devirtualize\n",
+               on, (long long)d.still);
+        halt_forever();
+    }
+    hv_log("HV: skip reason=cpu %zu: %s\n", bad, cpu_fail_name(boot.status[bad]));
+    return -1;
+}
+
+/* Whether EPT/NPT can map 1 GiB pages: EPT_VPID_CAP[17] on Intel (what
+ * ept.c uses), the CPUID page-size bit for AMD's nested paging. */
+static bool paging_1g(const struct hv_caps *caps)
+{
+    if (caps->virt == HV_VIRT_VMX)               /* the MSR exists with EPT */
+        return caps->ept && (rdmsr(0x48C) & (1ull << 17));
+    return cpuid2(0x80000001, 0).edx & (1u << 26);
+}
+
+static size_t pool_estimate(const struct hv_caps *caps, size_t image_pages, size_t ncpu)
 {
     struct cpuid_regs r = cpuid2(0x80000008, 0);
     unsigned maxphy = r.eax & 0xFF;
@@ -227,7 +305,7 @@ static size_t pool_estimate(size_t image_pages, size_t ncpu)
 
     /* EPT: PML4 + PDPTs (1 GiB leaves) + PD/PT pairs for the splits around
      * the pool; without 1 GiB pages EPT needs one PD per GiB instead. */
-    if (!(cpuid2(0x80000001, 0).edx & (1u << 26)))
+    if (!paging_1g(caps))
         pdpts *= 512;
     /* NPT has the same layout; hv_cpus takes one page per 512 CPUs. */
     return image_pages + SHARED_PAGES + PERCPU_PAGES * ncpu + ncpu / 512 + 1 + 1 + pdpts + 16;
@@ -259,8 +337,12 @@ int vmm_start(const struct hv_caps *caps)
         hv_log("HV: skip reason=vmx-disabled-by-firmware\n");
         return -1;
     }
+    boot_svm = caps->virt == HV_VIRT_SVM;
     ncpu = plat_cpu_count();
-    ncpu = ncpu ? ncpu : 1;
+    if (!ncpu) {                 /* no MP Services: the APs could not be covered */
+        hv_log("HV: skip reason=no-mp-services\n");
+        return -1;
+    }
     /* Only the VT-x backend still has a static per-CPU array (vmx_cpus). */
     if (caps->virt == HV_VIRT_VMX && ncpu > HV_MAX_CPUS) {
         hv_log("HV: skip reason=too-many-cpus cpus=%zu max=%u\n", ncpu, HV_MAX_CPUS);
@@ -280,7 +362,7 @@ int vmm_start(const struct hv_caps *caps)
     hv_log_serial_only();        /* CPU callbacks below run on APs too */
     hv_cpu_total = ncpu;         /* set before the copy, so the copy has it */
     image_pages = (l.size + 4095) / 4096;
-    pages = pool_estimate(image_pages, ncpu);
+    pages = pool_estimate(caps, image_pages, ncpu);
     copy = plat_alloc_pages(pages);
     if (!copy) {
         hv_log("HV: skip reason=no-memory pages=%zu\n", pages);
@@ -302,10 +384,8 @@ int vmm_start(const struct hv_caps *caps)
             hv_log("HV: cpu=%zu %s=off\n", i, boot.name);
         }
     }
-    if (on != ncpu) {
-        hv_log("HV: panic only %u of %zu cpus virtualized\n", on, ncpu);
-        return -1;
-    }
+    if (on != ncpu)
+        return fail_closed(ncpu);
     hv_log("HV: init ticks=%llu\n", (unsigned long long)(rdtsc() - t0));
     hv_log("HV: ready cpus=%u\n", on);
     return 0;

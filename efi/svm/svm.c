@@ -122,6 +122,32 @@ int svm_npt_build(void)
     return 0;
 }
 
+/* Whether [gpa, gpa+len) is ordinary guest RAM in the nested view: present
+ * and writable at every level, and a write-back leaf (the PAT index the
+ * leaf selects, APM 15.25.8; the MTRR type is folded into it at build). */
+bool svm_gpa_is_ram(uint64_t gpa, uint64_t len)
+{
+    for (uint64_t a = gpa & ~0xFFFull; a < gpa + len; a += 4096) {
+        const uint64_t *t = (const uint64_t *)(uintptr_t)svm.n_cr3;
+        uint64_t e = 0;
+        unsigned i;
+        int level;
+
+        for (level = 4; level >= 1; level--) {
+            e = t[(a >> (12 + 9 * (level - 1))) & 511];
+            if ((e & (NPT_P | NPT_RW)) != (NPT_P | NPT_RW))
+                return false;
+            if (level == 1 || (e & NPT_PS))
+                break;
+            t = (const uint64_t *)(uintptr_t)(e & 0x000FFFFFFFFFF000ull);
+        }
+        i = ((e >> 3) & 3) | (level == 1 ? (e >> 5) & 4 : (e >> 10) & 4);
+        if (pat_index_of[MT_WB] != i)
+            return false;
+    }
+    return true;
+}
+
 /* TLB_CONTROL for the next VMRUN on this CPU (APM 15.16.1): the guest's ASID
  * where the CPU can, else everything. */
 void svm_flush(struct hv_cpu *c)
@@ -312,4 +338,6 @@ const struct hv_backend_ops svm_ops = {
     .apic_unprotect = svm_apic_unprotect,
     .flush_ept = svm_flush,
     .guest_paging = svm_guest_paging,
+    .guest_rflags = svm_guest_rflags,
+    .gpa_is_ram = svm_gpa_is_ram,
 };

@@ -66,6 +66,8 @@ void svm_vmload(uint64_t pa);
 
 /* svm.c */
 int svm_npt_build(void);
+bool svm_gpa_is_ram(uint64_t gpa, uint64_t len);
+uint64_t svm_guest_rflags(struct hv_cpu *c, uint64_t mask, uint64_t val);
 void svm_flush(struct hv_cpu *c);
 void svm_apic_unprotect(void);
 

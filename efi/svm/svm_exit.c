@@ -91,6 +91,19 @@ void svm_guest_paging(struct hv_cpu *c, struct hv_guest_paging *p)
     p->rsp = v->save.rsp;
     p->cs_long = (v->save.cs.attrib >> 9) & 1;     /* descriptor bit 53 */
     p->cs_32 = (v->save.cs.attrib >> 10) & 1;      /* descriptor bit 54 */
+    p->gdtr_base = v->save.gdtr.base;
+    p->gdtr_limit = v->save.gdtr.limit;
+    p->idtr_base = v->save.idtr.base;
+}
+
+uint64_t svm_guest_rflags(struct hv_cpu *c, uint64_t mask, uint64_t val)
+{
+    struct vmcb *v = vmcb_of(c);
+    uint64_t f = v->save.rflags;
+
+    if (mask)
+        v->save.rflags = (f & ~mask) | (val & mask);
+    return f;
 }
 
 static void dump_seg(const char *n, const struct vmcb_seg *s)

@@ -24,7 +24,8 @@ static uint64_t prot_base, prot_size;
 static bool leaf_ok[5];            /* by level: 1 = 4 KiB, 2 = 2 MiB, 3 = 1 GiB */
 size_t ept_bytes;
 
-static uint64_t *apic_pte;          /* the xAPIC page's leaf, read+execute only */
+static uint64_t *apic_pte;
+static uint64_t *ept_root;          /* the xAPIC page's leaf, read+execute only */
 
 static bool protected(uint64_t base, uint64_t size)
 {
@@ -79,6 +80,7 @@ int ept_build(uint64_t *eptp)
         return -1;
     }
     ept_bytes = 4096;
+    ept_root = pml4;
     leaf_ok[1] = true;
     leaf_ok[2] = cap & CAP_2M;
     leaf_ok[3] = cap & CAP_1G;
@@ -113,4 +115,27 @@ void ept_apic_unprotect(void)
     if (apic_pte)
         __atomic_or_fetch(apic_pte, 2ull, __ATOMIC_SEQ_CST);
     ept_flush(NULL);
+}
+
+/* Ordinary guest RAM in the EPT view (hypercall buffers, guest page tables,
+ * string I/O): every page mapped read-write-execute and write-back.  The
+ * pool is not present, the xAPIC page read-only, MMIO uncacheable. */
+bool ept_gpa_is_ram(uint64_t gpa, uint64_t len)
+{
+    for (uint64_t a = gpa & ~0xFFFull; a < gpa + len; a += 4096) {
+        const uint64_t *t = ept_root;
+        uint64_t e = 0;
+
+        for (int level = 4; t && level >= 1; level--) {
+            e = t[(a >> (12 + 9 * (level - 1))) & 511];
+            if ((e & EPT_RWX) != EPT_RWX)
+                return false;
+            if (level == 1 || (e & EPT_LEAF))
+                break;
+            t = (const uint64_t *)(uintptr_t)(e & 0x000FFFFFFFFFF000ull);
+        }
+        if (!t || ((e >> 3) & 7) != MT_WB)
+            return false;
+    }
+    return true;
 }

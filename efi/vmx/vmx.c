@@ -5,76 +5,31 @@
  */
 #include "vmx.h"
 #include "hv_lib.h"
+#include "../core/msr_policy.h"
 
 struct vmx_global vmx;
 struct vmx_cpu vmx_cpus[HV_MAX_CPUS];
 
-/* ---- controls: wanted & allowed (SDM Vol 3C App. A.3-A.5) ------------------ */
-struct ctl_want {
-    uint32_t bit;
-    bool required;
-    const char *name;
-    const char *why;
-};
-
-static const struct ctl_want pin_want[] = {
-    {PIN_NMI_EXITING, false, "nmi-exiting", "NMIs that arrive in the host are re-injected"},
-    {PIN_VIRTUAL_NMIS, false, "virtual-nmis", "NMI-window exits to re-inject at the right time"},
-};
-
-static const struct ctl_want proc_want[] = {
-    {PROC_IO_BITMAPS, false, "io-bitmaps", "exit only on the ACPI PM1a control port"},
-    {PROC_MSR_BITMAP, true, "msr-bitmap", "exit only on the MSRs we emulate"},
-    {PROC_SECONDARY, true, "secondary-controls", "EPT and unrestricted guest live there"},
-};
-
-static const struct ctl_want proc2_want[] = {
-    {PROC2_EPT, true, "ept", "hide hypervisor memory; guest paging stays native"},
-    {PROC2_RDTSCP, false, "rdtscp", "RDTSCP raises #UD in the guest without it"},
-    {PROC2_VPID, false, "vpid", "guest TLB entries survive exits"},
-    {PROC2_UNRESTRICTED, true, "unrestricted-guest", "real-mode guests: INIT/SIPI AP start"},
-    {PROC2_INVPCID, false, "invpcid", "INVPCID raises #UD in the guest without it"},
-    {PROC2_XSAVES, false, "xsaves", "XSAVES/XRSTORS raise #UD in the guest without it"},
-};
-
-static const struct ctl_want exit_want[] = {
-    {EXIT_SAVE_DEBUG, false, "save-debug", "guest DR7/DEBUGCTL survive exits"},
-    {EXIT_HOST_64, true, "host-address-space", "the host runs in 64-bit mode"},
-    {EXIT_SAVE_PAT, false, "save-pat", "guest PAT is the guest's own"},
-    {EXIT_LOAD_PAT, false, "load-pat", "host PAT is fixed"},
-    {EXIT_SAVE_EFER, true, "save-efer", "guest EFER (LMA) is tracked across INIT/CR0"},
-    {EXIT_LOAD_EFER, true, "load-efer", "host EFER is fixed"},
-};
-
-static const struct ctl_want entry_want[] = {
-    {ENTRY_LOAD_DEBUG, false, "load-debug", "guest DR7/DEBUGCTL survive exits"},
-    {ENTRY_IA32E_GUEST, true, "ia32e-guest", "the firmware runs in long mode"},
-    {ENTRY_LOAD_PAT, false, "load-pat", "guest PAT is the guest's own"},
-    {ENTRY_LOAD_EFER, true, "load-efer", "guest EFER is the guest's own"},
-};
-
-#define NWANT(a) (sizeof(a) / sizeof((a)[0]))
-
-/* Bits 31:0 of a capability MSR are the allowed 0-settings (1 = must be 1),
- * bits 63:32 the allowed 1-settings (SDM Vol 3C A.3.1). */
-static uint32_t ctl_compute(const char *group, uint32_t msr, const struct ctl_want *w,
-                            size_t n, bool *ok)
+/* ---- controls: wanted & allowed (vmx_ctl.c) ----------------------------- */
+static uint32_t ctl_compute(int group, uint32_t msr, bool *ok)
 {
-    uint64_t cap = rdmsr(msr);
-    uint32_t must = (uint32_t)cap, may = (uint32_t)(cap >> 32), want = 0;
+    const struct ctl_group *g = &vmx_ctl_groups[group];
+    uint32_t missing, v = vmx_ctl_pick(rdmsr(msr), g, &missing);
 
-    for (size_t i = 0; i < n; i++) {
-        if (w[i].bit & may) {
-            want |= w[i].bit;
-        } else if (w[i].required) {
-            hv_log("HV: skip reason=missing-vmx-feature name=%s (%s: %s)\n", w[i].name,
-                   group, w[i].why);
+    for (size_t i = 0; i < g->n; i++) {
+        const struct ctl_want *w = &g->want[i];
+
+        if (!(missing & w->bit))
+            continue;
+        if (w->required) {
+            hv_log("HV: skip reason=missing-vmx-feature name=%s (%s: %s)\n", w->name,
+                   g->name, w->why);
             *ok = false;
         } else {
-            hv_log("HV: vmx %s lacks %s: %s\n", group, w[i].name, w[i].why);
+            hv_log("HV: vmx %s lacks %s: %s\n", g->name, w->name, w->why);
         }
     }
-    return (want | must) & may;
+    return v;
 }
 
 static int controls_compute(void)
@@ -83,17 +38,23 @@ static int controls_compute(void)
     bool t = basic & VMX_BASIC_TRUE_CTLS, ok = true;
 
     vmx.revision = basic & 0x7FFFFFFF;
-    vmx.pin = ctl_compute("pin", t ? MSR_VMX_TRUE_PIN : MSR_VMX_PINBASED, pin_want,
-                          NWANT(pin_want), &ok);
-    vmx.proc = ctl_compute("proc", t ? MSR_VMX_TRUE_PROC : MSR_VMX_PROCBASED, proc_want,
-                           NWANT(proc_want), &ok);
+    vmx.ins_outs_info = basic & (1ull << 54);
+    vmx.pin = ctl_compute(CTL_PIN, t ? MSR_VMX_TRUE_PIN : MSR_VMX_PINBASED, &ok);
+    vmx.proc = ctl_compute(CTL_PROC, t ? MSR_VMX_TRUE_PROC : MSR_VMX_PROCBASED, &ok);
     if (ok)
-        vmx.proc2 = ctl_compute("proc2", MSR_VMX_PROCBASED2, proc2_want,
-                                NWANT(proc2_want), &ok);
-    vmx.exit = ctl_compute("exit", t ? MSR_VMX_TRUE_EXIT : MSR_VMX_EXIT, exit_want,
-                           NWANT(exit_want), &ok);
-    vmx.entry = ctl_compute("entry", t ? MSR_VMX_TRUE_ENTRY : MSR_VMX_ENTRY, entry_want,
-                            NWANT(entry_want), &ok);
+        vmx.proc2 = ctl_compute(CTL_PROC2, MSR_VMX_PROCBASED2, &ok);
+    vmx.exit = ctl_compute(CTL_EXIT, t ? MSR_VMX_TRUE_EXIT : MSR_VMX_EXIT, &ok);
+    vmx.entry = ctl_compute(CTL_ENTRY, t ? MSR_VMX_TRUE_ENTRY : MSR_VMX_ENTRY, &ok);
+    vmx.preempt_timer = (rdmsr(t ? MSR_VMX_TRUE_PIN : MSR_VMX_PINBASED) >> 32) &
+                        PIN_PREEMPT_TIMER;
+    /* Without the TRUE capability MSRs, CR3-load/store exiting are default-1
+     * (SDM Vol 3C A.2): every MOV to/from CR3 would exit, which we do not
+     * emulate (PAE PDPTE loading).  Refuse, with the reason. */
+    if (vmx.proc & (3u << 15)) {
+        hv_log("HV: skip reason=missing-vmx-feature name=true-controls (proc: "
+               "CR3-load/store exiting cannot be cleared)\n");
+        ok = false;
+    }
     /* NMI-window exiting needs virtual NMIs (SDM 26.2.1.1); we only toggle it. */
     if (!(vmx.pin & PIN_VIRTUAL_NMIS))
         vmx.pin &= ~PIN_NMI_EXITING;
@@ -101,7 +62,8 @@ static int controls_compute(void)
 }
 
 /* VPID is only useful with INVVPID (single-context or all-context), which we
- * need after emulated CR0/CR4 writes and INIT (SDM 29.4.3.3). */
+ * need after emulated CR0/CR4 writes and INIT (SDM 29.4.3.3); vmx_flush_vpid
+ * uses whichever type EPT_VPID_CAP offers. */
 static void vpid_check(void)
 {
     uint64_t cap = vmx.ept_vpid_cap;
@@ -114,21 +76,51 @@ static void vpid_check(void)
 }
 
 /* MSR bitmap (SDM 25.6.9): read-low, read-high, write-low, write-high,
- * 1 KiB each.  Exits only for IA32_FEATURE_CONTROL and the VMX capability
- * MSRs; MSRs outside both ranges always exit (handled in efi/core/exit.c). */
-static void msr_intercept_write(uint32_t msr)
+ * 1 KiB each.  Exits for the rows of the MSR policy (efi/core/msr_policy.c)
+ * that are not plain pass-through; MSRs outside both bitmap ranges always
+ * exit and meet the same table in efi/core/exit.c. */
+static void msr_bitmap_set(uint32_t msr, unsigned off)
 {
     uint32_t base = msr >= 0xC0000000 ? 1024 : 0, bit = msr & 0x1FFF;
 
-    vmx.msr_bitmap[2048 + base + bit / 8] |= 1 << (bit % 8);
+    if (msr > 0x1FFF && (msr < 0xC0000000 || msr > 0xC0001FFF))
+        return;                                 /* outside the bitmap: always exits */
+    vmx.msr_bitmap[off + base + bit / 8] |= 1 << (bit % 8);
 }
 
-static void msr_intercept(uint32_t msr)
+static void msr_intercepts_from_policy(void)
 {
-    uint32_t base = msr >= 0xC0000000 ? 1024 : 0, bit = msr & 0x1FFF;
+    for (size_t i = 0; i < msr_rule_count; i++) {
+        const struct msr_rule *r = &msr_rules[i];
 
-    vmx.msr_bitmap[base + bit / 8] |= 1 << (bit % 8);
-    vmx.msr_bitmap[2048 + base + bit / 8] |= 1 << (bit % 8);
+        if (r->vendor == MSR_AMD)
+            continue;
+        for (uint32_t m = r->first; m <= r->last && m >= r->first; m++) {
+            if (msr_rule_traps_read(r))
+                msr_bitmap_set(m, 0);
+            if (msr_rule_traps_write(r))
+                msr_bitmap_set(m, 2048);
+        }
+    }
+}
+
+/* The OS started every AP: ICR writes, xAPIC or x2APIC, run natively. */
+static void vmx_apic_unprotect(void)
+{
+    uint32_t bit = 0x830 & 0x1FFF;
+
+    __atomic_and_fetch(&vmx.msr_bitmap[2048 + bit / 8], (uint8_t)~(1u << (bit % 8)),
+                       __ATOMIC_SEQ_CST);
+    ept_apic_unprotect();
+}
+
+/* The guest's CPUID, once, from the controls the VMCS really has. */
+static int cpuid_policy_from_controls(void)
+{
+    struct cpuid_ctls ctls;
+
+    vmx_cpuid_ctls(vmx.proc, vmx.proc2, vmx.exit, vmx.entry, &ctls);
+    return hv_cpuid_policy_init(&ctls);
 }
 
 static int vmx_global_init(void)
@@ -149,16 +141,17 @@ static int vmx_global_init(void)
     vmx.msr_bitmap = hv_alloc(1);
     if (!vmx.msr_bitmap)
         return -1;
-    msr_intercept(MSR_FEATURE_CONTROL);
-    for (uint32_t m = MSR_VMX_BASIC; m <= 0x491; m++)
-        msr_intercept(m);
-    msr_intercept_write(0x830);                 /* x2APIC ICR: INIT/SIPI (smp.c) */
+    msr_intercepts_from_policy();
+    if (cpuid_policy_from_controls())
+        return -1;
     /* I/O bitmaps A (0-0x7FFF) and B (SDM 25.6.4): only PM1a_CNT exits. */
     vmx.io_bitmap = hv_alloc(2);
     if (!vmx.io_bitmap)
         return -1;
-    if (hv_pm1a_cnt_port && (vmx.proc & PROC_IO_BITMAPS))
-        vmx.io_bitmap[hv_pm1a_cnt_port / 8] |= 1 << (hv_pm1a_cnt_port % 8);
+    /* PM1a_CNT is 16 bits wide: both ports, so a byte write of SLP_EN is seen. */
+    for (uint32_t p = hv_pm1a_cnt_port; hv_pm1a_cnt_port && p <= hv_pm1a_cnt_port + 1u &&
+                                        p <= 0xFFFF && (vmx.proc & PROC_IO_BITMAPS); p++)
+        vmx.io_bitmap[p / 8] |= 1 << (p % 8);
     if (hv_cpu_total > 1 && (!(vmx.pin & PIN_NMI_EXITING) || !(vmx.misc & (1u << 6)))) {
         hv_log("HV: skip reason=missing-vmx-feature name=nmi-exiting/hlt-activity "
                "(INIT/SIPI emulation wakes APs with NMIs)\n");
@@ -237,7 +230,8 @@ static int write_controls(struct hv_cpu *c, struct vmx_cpu *v)
 
 /* ---- VMCS: host state (SDM Vol 3C 25.5, checks 27.2.2/27.2.3) ------------- */
 #define HOST_CR0_BITS 0x80010033ull   /* PG WP NE ET MP PE */
-#define HOST_CR4_BITS 0x620ull        /* OSXMMEXCPT OSFXSR PAE */
+#define HOST_CR4_BITS 0x660ull        /* OSXMMEXCPT OSFXSR MCE PAE: a machine check
+                                       * in the host is reported, not a shutdown */
 
 static int write_host_state(struct hv_cpu *c)
 {
@@ -263,7 +257,8 @@ static int write_host_state(struct hv_cpu *c)
     e |= vmcs_write32(VMCS_HOST_SYSENTER_CS, 0);
     e |= vmcs_writenat(VMCS_HOST_SYSENTER_ESP, 0);
     e |= vmcs_writenat(VMCS_HOST_SYSENTER_EIP, 0);
-    e |= vmcs_write64(VMCS_HOST_PAT, 0x0007040600070406ull);         /* reset PAT */
+    if (vmx.exit & EXIT_LOAD_PAT)                  /* the field exists only with it */
+        e |= vmcs_write64(VMCS_HOST_PAT, 0x0007040600070406ull);     /* reset PAT */
     e |= vmcs_write64(VMCS_HOST_EFER, rdmsr(MSR_EFER));
     e |= vmcs_writenat(VMCS_HOST_RSP, (uint64_t)(uintptr_t)c->stack_top);
     e |= vmcs_writenat(VMCS_HOST_RIP, (uint64_t)(uintptr_t)vmx_exit_entry);
@@ -353,7 +348,8 @@ static int write_guest_state(void)
     e |= vmcs_writenat(VMCS_GUEST_CR4, read_cr4());
     e |= vmcs_writenat(VMCS_GUEST_DR7, read_dr7());
     e |= vmcs_write64(VMCS_GUEST_DEBUGCTL, rdmsr(MSR_DEBUGCTL));
-    e |= vmcs_write64(VMCS_GUEST_PAT, rdmsr(MSR_PAT));
+    if (vmx.entry & ENTRY_LOAD_PAT || vmx.exit & EXIT_SAVE_PAT)
+        e |= vmcs_write64(VMCS_GUEST_PAT, rdmsr(MSR_PAT));
     e |= vmcs_write64(VMCS_GUEST_EFER, rdmsr(MSR_EFER));
     e |= vmcs_write32(VMCS_GUEST_SYSENTER_CS, (uint32_t)rdmsr(MSR_SYSENTER_CS));
     e |= vmcs_writenat(VMCS_GUEST_SYSENTER_ESP, rdmsr(MSR_SYSENTER_ESP));
@@ -391,12 +387,20 @@ static int vmx_cpu_prepare(struct hv_cpu *c)
         restore_crs(v);
         return -1;
     }
+    /* No stale guest-physical or VPID-tagged translations from a previous
+     * VMX user (firmware, an earlier run) may survive into ours (SDM 29.4.3). */
+    ept_flush(c);
+    vmx_flush_vpid();
+    if (vmx.preempt_timer && (vmx.pin & PIN_NMI_EXITING))
+        c->nmi_kick = vmx_nmi_kick;
     c->guest = true;           /* from VMLAUNCH on; a failed launch fails the start */
     return 0;
 }
 
 static void vmx_launch_failed(struct hv_cpu *c, int rc)
 {
+    c->nmi_kick = NULL;
+    c->guest = false;          /* hv_devirt_all must not wait for (or NMI) it */
     vmx_check((enum vmx_result)rc, "vmlaunch");
     vmx_off();
     restore_crs(&vmx_cpus[c->index]);
@@ -419,7 +423,9 @@ const struct hv_backend_ops vmx_ops = {
     .start_sipi = vmx_start_sipi,
     .can_leave_now = vmx_can_leave_now,
     .leave_parked = vmx_leave_parked,
-    .apic_unprotect = ept_apic_unprotect,
+    .apic_unprotect = vmx_apic_unprotect,
     .flush_ept = ept_flush,
     .guest_paging = vmx_guest_paging,
+    .guest_rflags = vmx_guest_rflags,
+    .gpa_is_ram = ept_gpa_is_ram,
 };

@@ -7,6 +7,7 @@
 #include "../core/hv_core.h"
 #include "vmcs.h"
 #include "vmx_insn.h"
+#include "vmx_ctl.h"
 
 /* Capability MSRs (SDM Vol 3C App. A). */
 #define MSR_VMX_BASIC        0x480
@@ -27,30 +28,6 @@
 #define MSR_VMX_TRUE_ENTRY   0x490
 #define VMX_BASIC_TRUE_CTLS  (1ull << 55)
 
-/* Controls we use (SDM Vol 3C 25.6, 25.7, 25.8). */
-#define PIN_NMI_EXITING      (1u << 3)
-#define PIN_VIRTUAL_NMIS     (1u << 5)
-#define PROC_NMI_WINDOW      (1u << 22)
-#define PROC_IO_BITMAPS      (1u << 25)
-#define PROC_MSR_BITMAP      (1u << 28)
-#define PROC_SECONDARY       (1u << 31)
-#define PROC2_EPT            (1u << 1)
-#define PROC2_RDTSCP         (1u << 3)
-#define PROC2_VPID           (1u << 5)
-#define PROC2_UNRESTRICTED   (1u << 7)
-#define PROC2_INVPCID        (1u << 12)
-#define PROC2_XSAVES         (1u << 20)
-#define EXIT_SAVE_DEBUG      (1u << 2)
-#define EXIT_HOST_64         (1u << 9)
-#define EXIT_SAVE_PAT        (1u << 18)
-#define EXIT_LOAD_PAT        (1u << 19)
-#define EXIT_SAVE_EFER       (1u << 20)
-#define EXIT_LOAD_EFER       (1u << 21)
-#define ENTRY_LOAD_DEBUG     (1u << 2)
-#define ENTRY_IA32E_GUEST    (1u << 9)
-#define ENTRY_LOAD_PAT       (1u << 14)
-#define ENTRY_LOAD_EFER      (1u << 15)
-
 #define ACTIVITY_ACTIVE      0
 #define ACTIVITY_HLT         1
 #define ACTIVITY_WAIT_SIPI   3
@@ -65,6 +42,8 @@
 struct vmx_global {
     uint32_t revision;
     uint32_t pin, proc, proc2, exit, entry;
+    bool preempt_timer;             /* the pin control may be 1: NMI kicks */
+    bool ins_outs_info;             /* VMX_BASIC[54]: INS/OUTS exits say the address size */
     uint64_t cr0_fixed0, cr0_fixed1, cr4_fixed0, cr4_fixed1;
     uint64_t cr0_mask, cr4_mask;
     uint64_t misc, ept_vpid_cap, eptp;
@@ -83,8 +62,11 @@ extern struct vmx_cpu vmx_cpus[HV_MAX_CPUS];
 int ept_build(uint64_t *eptp);
 void ept_apic_unprotect(void);
 void ept_flush(struct hv_cpu *c);
+bool ept_gpa_is_ram(uint64_t gpa, uint64_t len);
 
 /* vmx_exit.c */
+void vmx_flush_vpid(void);
+void vmx_nmi_kick(void);
 void vmx_skip_insn(struct hv_cpu *c);
 void vmx_inject_exception(struct hv_cpu *c, uint8_t vec, bool has_err, uint32_t err);
 unsigned vmx_guest_cpl(struct hv_cpu *c);
@@ -97,6 +79,7 @@ void vmx_start_sipi(struct hv_cpu *c, uint8_t vec);
 bool vmx_can_leave_now(struct hv_cpu *c);
 void vmx_leave_parked(struct hv_cpu *c) __attribute__((noreturn));
 void vmx_guest_paging(struct hv_cpu *c, struct hv_guest_paging *p);
+uint64_t vmx_guest_rflags(struct hv_cpu *c, uint64_t mask, uint64_t val);
 
 /* vmx_entry.S */
 int vmx_launch(void);

@@ -28,6 +28,8 @@ static void exit_nmi_window(struct hv_cpu *c, uint64_t qual);
 static void exit_cr(struct hv_cpu *c, uint64_t qual);
 static void exit_ept_violation(struct hv_cpu *c, uint64_t qual);
 static void exit_io(struct hv_cpu *c, uint64_t qual);
+static void exit_preempt(struct hv_cpu *c, uint64_t qual);
+static void exit_task_switch(struct hv_cpu *c, uint64_t qual);
 
 #define UNEXPECTED(n) {n, HV_EXIT_OTHER, NULL, false}
 #define VIRT_INSN(n) {n, HV_EXIT_VIRT_INSN, NULL, true}
@@ -41,7 +43,7 @@ static const struct exit_entry exit_table[] = {
     [6] = UNEXPECTED("other-smi"),
     [7] = UNEXPECTED("interrupt-window"),
     [8] = {"nmi-window", HV_EXIT_NMI_WINDOW, exit_nmi_window, false},
-    [9] = UNEXPECTED("task-switch"),
+    [9] = {"task-switch", HV_EXIT_OTHER, exit_task_switch, false},
     [10] = {"cpuid", HV_EXIT_CPUID, NULL, true},
     [11] = VIRT_INSN("getsec"),
     [12] = UNEXPECTED("hlt"),
@@ -81,7 +83,7 @@ static const struct exit_entry exit_table[] = {
     [49] = UNEXPECTED("ept-misconfiguration"),
     [50] = VIRT_INSN("invept"),
     [51] = UNEXPECTED("rdtscp"),
-    [52] = UNEXPECTED("preemption-timer"),
+    [52] = {"preemption-timer", HV_EXIT_NMI, exit_preempt, false},
     [53] = VIRT_INSN("invvpid"),
     [54] = UNEXPECTED("wbinvd"),
     [55] = {"xsetbv", HV_EXIT_XSETBV, NULL, true},
@@ -123,7 +125,13 @@ void vmx_skip_insn(struct hv_cpu *c)
 }
 
 /* Event injection (SDM 25.8.3).  In real mode no error code is pushed
- * (SDM 26.2.1.3), so it is only delivered with CR0.PE = 1. */
+ * (SDM 26.2.1.3), so it is only delivered with CR0.PE = 1.  A fault pushes
+ * RFLAGS with RF set, so the handler's IRET does not re-trigger an
+ * instruction breakpoint (SDM Vol 3A 18.3.1.1); hardware sets it, an
+ * injected event takes RFLAGS as it is, so we set it (not for the traps
+ * #DB, #BP, #OF). */
+#define RFLAGS_RF (1ull << 16)
+
 void vmx_inject_exception(struct hv_cpu *c, uint8_t vec, bool has_err, uint32_t err)
 {
     uint32_t info = vec | INTR_TYPE_HW_EXC | INTR_INFO_VALID;
@@ -133,6 +141,8 @@ void vmx_inject_exception(struct hv_cpu *c, uint8_t vec, bool has_err, uint32_t 
         info |= INTR_ERR_VALID;
         vmcs_write32(VMCS_ENTRY_EXC_ERROR, err);
     }
+    if (vec != 1 && vec != 3 && vec != 4)
+        vmcs_writenat(VMCS_GUEST_RFLAGS, vmcs_readnat(VMCS_GUEST_RFLAGS) | RFLAGS_RF);
     vmcs_write32(VMCS_ENTRY_INTR_INFO, info);
 }
 
@@ -196,13 +206,32 @@ static void exit_nmi(struct hv_cpu *c, uint64_t qual)
     if ((info & 0x700) != INTR_TYPE_NMI)
         hv_panic(c, "exception vec=%u info=%x qual=%llx\n", info & 0xFF, info,
                  (unsigned long long)qual);
-    c->nmi_pending = 1;
+    __atomic_add_fetch(&c->nmi_pending, 1, __ATOMIC_SEQ_CST);
     /* NMIs stay blocked after an NMI-induced exit until the host executes an
      * IRET (Bochs keeps them blocked across VM entry): IRET to ourselves, so
      * the next NMI (another CPU's request) is not held back. */
     __asm__ volatile("mov %%ss, %%rax; push %%rax; push %%rsp; addq $8, (%%rsp); pushfq;"
                      "mov %%cs, %%rax; push %%rax; lea 1f(%%rip), %%rax; push %%rax;"
                      "iretq; 1:" : : : "rax", "memory", "cc");
+}
+
+/* The host NMI handler's kick (NMI context: raw VMWRITEs, nothing logged):
+ * the VMX-preemption timer at 0 makes the next VM entry exit before any
+ * guest instruction (SDM Vol 3C 26.5.1), and that exit's poll delivers the
+ * NMI.  Only the kick and exit_preempt write the pin controls after set-up. */
+void vmx_nmi_kick(void)
+{
+    uint64_t pin = vmx.pin | PIN_PREEMPT_TIMER;
+
+    __asm__ volatile("vmwrite %1, %0" : : "r"((uint64_t)0x482E), "r"(0ull) : "cc");
+    __asm__ volatile("vmwrite %1, %0" : : "r"((uint64_t)0x4000), "r"(pin) : "cc");
+}
+
+static void exit_preempt(struct hv_cpu *c, uint64_t qual)
+{
+    (void)c;
+    (void)qual;
+    vmcs_write32(VMCS_PIN_CTLS, vmx.pin);          /* then the poll below */
 }
 
 static void exit_nmi_window(struct hv_cpu *c, uint64_t qual)
@@ -226,6 +255,11 @@ static void deliver_pending_nmi(struct hv_cpu *c)
     }
     vmcs_write32(VMCS_ENTRY_INTR_INFO, VEC_NMI | INTR_TYPE_NMI | INTR_INFO_VALID);
     c->guest_nmi = false;
+    if (c->guest_nmis && (vmx.pin & PIN_VIRTUAL_NMIS)) {   /* the next one after its IRET */
+        c->guest_nmis--;
+        c->guest_nmi = true;
+        vmcs_write32(VMCS_PROC_CTLS, vmcs_read32(VMCS_PROC_CTLS) | PROC_NMI_WINDOW);
+    }
 }
 
 /* An exit during event delivery (IDT-vectoring info v valid) loses the
@@ -239,6 +273,19 @@ static void requeue_vectored_event(uint32_t v)
         vmcs_write32(VMCS_ENTRY_EXC_ERROR, vmcs_read32(VMCS_IDT_VECTORING_ERROR));
     if (type == 4 || type == 5 || type == 6)       /* software int / exception */
         vmcs_write32(VMCS_ENTRY_INSN_LEN, vmcs_read32(VMCS_EXIT_INSN_LEN));
+}
+
+/* A hardware task switch (32-bit protected mode only: CALL/JMP to a TSS or
+ * task gate, IRET with NT, a task gate in the IDT) always exits (SDM Vol 3C
+ * 26.1.2).  We do not emulate it: the guest gets a logged #GP(0) rather
+ * than a hypervisor that stops (README: guest interface). */
+static void exit_task_switch(struct hv_cpu *c, uint64_t qual)
+{
+    hv_log("HV: task-switch cpu=%u selector=%llx source=%llu rip=%llx: not emulated, #GP\n",
+           c->index, (unsigned long long)(qual & 0xFFFF), (unsigned long long)((qual >> 30) & 3),
+           (unsigned long long)vmcs_readnat(VMCS_GUEST_RIP));
+    vmcs_write32(VMCS_ENTRY_INTR_INFO, 0);         /* #GP replaces a vectored event */
+    vmx_inject_exception(c, VEC_GP, true, 0);
 }
 
 /* ---- triple fault, INIT, SIPI ------------------------------------------------- */
@@ -259,10 +306,22 @@ static void set_seg(enum vmx_seg s, uint16_t sel, uint64_t base, uint32_t limit,
     vmcs_write32(VMCS_GUEST_AR(s), ar);
 }
 
+/* INVVPID for our one VPID (SDM Vol 3C 29.4.3.3): single-context where
+ * EPT_VPID_CAP[41] allows it, else all-context (bit 42; vpid_check made
+ * sure one of them exists). */
+void vmx_flush_vpid(void)
+{
+    if (!(vmx.proc2 & PROC2_VPID))
+        return;
+    if (vmx.ept_vpid_cap & (1ull << 41))
+        vmx_invvpid(1, 1);
+    else
+        vmx_invvpid(2, 0);
+}
+
 static void flush_guest_tlb(void)
 {
-    if (vmx.proc2 & PROC2_VPID)
-        vmx_invvpid(1, 1);                         /* single context: VPID 1 */
+    vmx_flush_vpid();
 }
 
 /* INIT: the architectural INIT state (SDM Vol 3A 10.1.1, Table 10-1) and
@@ -363,10 +422,21 @@ bool vmx_can_leave_now(struct hv_cpu *c)
  * starts it as before. */
 void vmx_leave_parked(struct hv_cpu *c)
 {
+    c->nmi_kick = NULL;
     vmx_clear((uint64_t)(uintptr_t)vmx_cpus[c->index].vmcs);
     vmx_off();
     write_cr4(read_cr4() & ~CR4_VMXE);
     halt_forever();
+}
+
+uint64_t vmx_guest_rflags(struct hv_cpu *c, uint64_t mask, uint64_t val)
+{
+    uint64_t f = vmcs_readnat(VMCS_GUEST_RFLAGS);
+
+    (void)c;
+    if (mask)
+        vmcs_writenat(VMCS_GUEST_RFLAGS, (f & ~mask) | (val & mask));
+    return f;
 }
 
 void vmx_guest_paging(struct hv_cpu *c, struct hv_guest_paging *p)
@@ -383,6 +453,9 @@ void vmx_guest_paging(struct hv_cpu *c, struct hv_guest_paging *p)
     p->rsp = vmcs_readnat(VMCS_GUEST_RSP);
     p->cs_long = (ar >> 13) & 1;
     p->cs_32 = (ar >> 14) & 1;
+    p->gdtr_base = vmcs_readnat(VMCS_GUEST_GDTR_BASE);
+    p->gdtr_limit = vmcs_read32(VMCS_GUEST_GDTR_LIMIT);
+    p->idtr_base = vmcs_readnat(VMCS_GUEST_IDTR_BASE);
 }
 
 /* ---- control-register access (SDM Vol 3C 28.1.3, Table 28-3) ------------------- */
@@ -392,13 +465,51 @@ static uint64_t *gpr(struct hv_cpu *c, unsigned n, uint64_t *rsp)
     return n == 4 ? rsp : &((uint64_t *)c->regs)[n];
 }
 
+#define CR0_WP    (1ull << 16)
+#define CR0_NW    (1ull << 29)
+#define CR0_CD    (1ull << 30)
+#define CR4_PAE   (1ull << 5)
+#define CR4_LA57  (1ull << 12)
+#define CR4_PCIDE (1ull << 17)
+#define CR4_CET   (1ull << 23)
+
+static bool guest_cs_l(void)
+{
+    return (vmcs_read32(VMCS_GUEST_AR(SEG_CS)) >> 13) & 1;
+}
+
+/* MOV to CR0's #GP(0) conditions (SDM Vol 2B "MOV - Move to/from Control
+ * Registers", Vol 3A 2.5, 10.8.5), in the SDM's order.  The CPU checked
+ * CPL before the exit.  old: CR0 as the guest sees it. */
+static bool cr0_write_faults(uint64_t val, uint64_t old)
+{
+    uint64_t efer = vmcs_read64(VMCS_GUEST_EFER), cr4 = vmx_guest_cr4(NULL);
+
+    if (val >> 32)                                 /* reserved CR0[63:32] */
+        return true;
+    if ((val & CR0_PG) && !(val & CR0_PE))         /* invalid combinations */
+        return true;
+    if ((val & CR0_NW) && !(val & CR0_CD))
+        return true;
+    if (!(val & CR0_PG) && (old & CR0_PG) &&       /* paging off in 64-bit mode */
+        (((efer & EFER_LMA) && guest_cs_l()) || (cr4 & CR4_PCIDE)))
+        return true;
+    if ((val & CR0_PG) && !(old & CR0_PG) && (efer & EFER_LME) &&
+        (!(cr4 & CR4_PAE) || guest_cs_l()))        /* IA-32e entry: PAE, CS.L = 0 */
+        return true;
+    if (!(val & CR0_WP) && (cr4 & CR4_CET))
+        return true;
+    return false;
+}
+
 static void emulate_cr0(struct hv_cpu *c, uint64_t val)
 {
     uint64_t old = vmcs_readnat(VMCS_GUEST_CR0), efer = vmcs_read64(VMCS_GUEST_EFER);
+    uint64_t seen = (old & ~vmx.cr0_mask) | (vmcs_readnat(VMCS_CR0_SHADOW) & vmx.cr0_mask);
     uint64_t real = (val | (vmx.cr0_fixed0 & ~(CR0_PE | CR0_PG))) & vmx.cr0_fixed1;
     uint32_t entry = vmcs_read32(VMCS_ENTRY_CTLS);
 
-    if ((val >> 32) || ((val & CR0_PG) && !(val & CR0_PE)))
+    if (cr0_write_faults(val, seen))
         return vmx_inject_exception(c, VEC_GP, true, 0);
     /* Paging on/off with EFER.LME set enters/leaves IA-32e mode (SDM 10.8.5). */
     if ((val ^ old) & CR0_PG && (efer & EFER_LME)) {
@@ -413,10 +524,29 @@ static void emulate_cr0(struct hv_cpu *c, uint64_t val)
     vmx_skip_insn(c);
 }
 
-/* The guest may not set VMXE (it sees no VMX) nor bits the CPU lacks. */
+/* MOV to CR4's #GP(0) conditions (same SDM page), in order.  The guest sees
+ * no VMX, so VMXE is reserved for it, like every bit the CPU lacks. */
+static bool cr4_write_faults(uint64_t val, uint64_t old)
+{
+    bool lma = vmcs_read64(VMCS_GUEST_EFER) & EFER_LMA;
+
+    if ((val & CR4_VMXE) || (val & ~vmx.cr4_fixed1) || (val >> 32))
+        return true;
+    if (lma && !(val & CR4_PAE))                   /* PAE off in IA-32e mode */
+        return true;
+    if (lma && ((val ^ old) & CR4_LA57))           /* LA57 change in IA-32e mode */
+        return true;
+    if ((val & CR4_PCIDE) && !(old & CR4_PCIDE) &&
+        (!lma || (vmcs_readnat(VMCS_GUEST_CR3) & 0xFFF)))
+        return true;
+    if ((val & CR4_CET) && !(vmcs_readnat(VMCS_GUEST_CR0) & CR0_WP))
+        return true;
+    return false;
+}
+
 static void emulate_cr4(struct hv_cpu *c, uint64_t val)
 {
-    if ((val & CR4_VMXE) || (val & ~vmx.cr4_fixed1))
+    if (cr4_write_faults(val, vmx_guest_cr4(c)))
         return vmx_inject_exception(c, VEC_GP, true, 0);
     vmcs_writenat(VMCS_CR4_SHADOW, val);
     vmcs_writenat(VMCS_GUEST_CR4, val | vmx.cr4_fixed0);
@@ -479,21 +609,83 @@ static void exit_ept_violation(struct hv_cpu *c, uint64_t qual)
              (unsigned long long)qual);
 }
 
-/* ---- I/O: only the ACPI PM1a control port is in the bitmap (SDM 28.1.3,
- * Table 28-5) -------------------------------------------------------------------------- */
+/* ---- I/O: only the ACPI PM1a control register's two ports are in the
+ * bitmap, but an access of any width that touches one of them exits (SDM
+ * Vol 3C 26.1.3), as does every form: IN/OUT with an immediate or DX, and
+ * INS/OUTS with or without REP (qualification: SDM 28.1.3, Table 28-5).
+ * Each is performed as written, on the real port; the core only watches
+ * for SLP_EN (hv_io_out). ---------------------------------------------------- */
+#define IO_IN     (1u << 3)
+#define IO_STRING (1u << 4)
+#define IO_REP    (1u << 5)
+
+static uint64_t addr_mask(unsigned asz)
+{
+    return asz == 0 ? 0xFFFFull : asz == 1 ? 0xFFFFFFFFull : ~0ull;
+}
+
+/* reg += delta in the address size (a 32-bit write zero-extends, 16 keeps). */
+static void step_reg(uint64_t *reg, unsigned asz, int64_t delta)
+{
+    uint64_t m = addr_mask(asz), v = ((*reg & m) + (uint64_t)delta) & m;
+
+    *reg = asz == 0 ? (*reg & ~m) | v : v;
+}
+
+/* One iteration of INS/OUTS per exit: each iteration boundary is an
+ * instruction boundary to the guest, so RIP stays until RCX runs out. */
+static void io_string(struct hv_cpu *c, uint64_t qual, uint16_t port, unsigned size)
+{
+    struct hv_regs *r = c->regs;
+    unsigned asz = (vmcs_read32(VMCS_EXIT_INSN_INFO) >> 7) & 7;
+    uint64_t la = vmcs_readnat(VMCS_GUEST_LINEAR_ADDR);
+    int64_t delta = (vmcs_readnat(VMCS_GUEST_RFLAGS) & (1ull << 10)) ? -(int64_t)size : size;
+    struct hv_guest_paging p;
+    uint32_t v = 0;
+
+    vmx_guest_paging(c, &p);
+    if (!vmx.ins_outs_info)                        /* the code's default size (no 67) */
+        asz = (p.efer & EFER_LMA) && p.cs_long ? 2 : p.cs_32 ? 1 : 0;
+    if ((qual & IO_REP) && !(r->rcx & addr_mask(asz)))
+        return vmx_skip_insn(c);                   /* count 0: nothing to do */
+    if (qual & IO_IN) {
+        v = port_in(port, size);
+        if (hv_guest_write_linear(&p, la, &v, size))
+            goto fault;
+        step_reg(&r->rdi, asz, delta);
+    } else {
+        if (hv_guest_read_linear(&p, la, &v, size))
+            goto fault;
+        hv_io_out(c, port, size, v);
+        step_reg(&r->rsi, asz, delta);
+    }
+    if (qual & IO_REP) {
+        step_reg(&r->rcx, asz, -1);
+        if (r->rcx & addr_mask(asz))
+            return;                                /* again, at the same RIP */
+    }
+    return vmx_skip_insn(c);
+fault:
+    hv_log("HV: io cpu=%u string %s port=%x la=%llx: not guest RAM, #GP\n", c->index,
+           qual & IO_IN ? "in" : "out", port, (unsigned long long)la);
+    vmx_inject_exception(c, VEC_GP, true, 0);
+}
+
 static void exit_io(struct hv_cpu *c, uint64_t qual)
 {
     unsigned size = (qual & 7) + 1;
     uint16_t port = (uint16_t)(qual >> 16);
     uint32_t mask = size == 4 ? 0xFFFFFFFFu : (1u << (8 * size)) - 1, v;
 
-    if ((qual & 0x10) || port != hv_pm1a_cnt_port)
-        hv_panic(c, "io qual=%llx\n", (unsigned long long)qual);
-    if (qual & 8) {                                /* IN */
+    if (size == 3 || size > 4)
+        hv_panic(c, "io qual=%llx: size field reserved\n", (unsigned long long)qual);
+    if (qual & IO_STRING)
+        return io_string(c, qual, port, size);
+    if (qual & IO_IN) {
         v = port_in(port, size);
         c->regs->rax = size == 4 ? (v & mask) : (c->regs->rax & ~(uint64_t)mask) | (v & mask);
     } else {
-        hv_pm1a_write(c, (uint32_t)c->regs->rax & mask, size);
+        hv_io_out(c, port, size, (uint32_t)c->regs->rax & mask);
     }
     vmx_skip_insn(c);
 }
@@ -593,6 +785,7 @@ void vmx_devirtualize(struct hv_cpu *c)
     uint16_t fss = vmcs_read16(VMCS_GUEST_SEL(SEG_FS)), gss = vmcs_read16(VMCS_GUEST_SEL(SEG_GS));
     uint16_t ldtr = vmcs_read16(VMCS_GUEST_SEL(SEG_LDTR)), tr = vmcs_read16(VMCS_GUEST_SEL(SEG_TR));
 
+    c->nmi_kick = NULL;
     vmx_clear((uint64_t)(uintptr_t)v->vmcs);
     vmx_off();
     write_cr4(read_cr4() & ~CR4_VMXE);

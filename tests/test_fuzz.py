@@ -1,0 +1,42 @@
+"""The differential guest fuzzer (efi/apps/fuzz): one seed, run with and
+without the hypervisor in Bochs tigerlake on 2 CPUs (BSP and an AP), must
+see the same outcome for every operation class, apart from what the README
+documents; no `HV: panic`.  Longer runs: `python3 -m pytool.bench fuzz`."""
+import pytest
+
+from pytool.fuzzdiff import FuzzRun, ClassResult, differences, parse, run_pair
+
+from conftest import explain
+
+CLASSES = ["cpuid", "rdmsr", "wrmsr", "cr", "xsetbv", "io", "apic", "vmx", "vmcall"]
+HV_CHECKS = ["hc-log-apic-page", "hc-log-ioapic-mmio", "hc-log-flash", "hc-log-pool",
+             "hc-log-ram"]
+
+
+def test_parse_and_compare():
+    a = "FUZZ: class=io cpu=1 ops=5 faults=0 documented=0 hash=00000000000000aa\n" \
+        "FUZZ: check cpu=1 at=5000 hash=0000000000000001\nFUZZ: done cpu=1 ops=5\n"
+    b = a.replace("00aa", "00ab").replace("0001\n", "0002\n") + "HV: panic x\n"
+    ra, rb = parse(a), parse(b)
+    assert ra.classes[("io", 1)] == ClassResult(5, 0, 0, "00000000000000aa")
+    assert ra.done_cpus == {1} and rb.panics == 1
+    assert differences(ra, ra) == []
+    d = differences(ra, rb)
+    assert len(d) == 1 and "io cpu=1" in d[0] and "checkpoint at op 5000" in d[0]
+    assert differences(ra, FuzzRun()) == ["io cpu=1: only in the native run"]
+
+
+@pytest.mark.boot
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_fuzz_hv_matches_native(cfg):
+    native_res, hv_res = run_pair(cfg, seed=1, ops=10000)
+    assert native_res.passed, explain(native_res)
+    assert hv_res.passed, explain(hv_res)
+    native, hv = parse(native_res.serial), parse(hv_res.serial)
+    assert native.done_cpus == hv.done_cpus == {0, 1}
+    assert hv.panics == 0
+    for cpu in (0, 1):
+        assert all((c, cpu) in hv.classes and hv.classes[(c, cpu)].ops for c in CLASSES)
+    assert hv.hv_checks == {c: True for c in HV_CHECKS}
+    assert differences(native, hv) == []
