@@ -204,11 +204,12 @@ static void explain_invalid(struct hv_cpu *c, struct vmcb *v)
 
 /* ---- NMIs and event windows ----------------------------------------------------- */
 /* The NMI stays pending while GIF = 0 (APM 15.13.2): take it now on the
- * host's IDT (host.S marks nmi_pending); the core decides whose it was. */
+ * host's IDT, whose handler counts it in nmi_pending (host_nmi); the core
+ * then tells a wake-up from a guest NMI by the request counts (smp.c). */
 static void exit_nmi(struct hv_cpu *c, struct vmcb *v)
 {
+    (void)c;
     (void)v;
-    c->nmi_pending = 1;
     __asm__ volatile("stgi; nop; nop; clgi" ::: "memory");
 }
 
