@@ -218,7 +218,12 @@ def main(argv=None, prog: str = "hvtool") -> int:
         cfg = _config.load(a.config)
         return {"run": _cmd_run, "scenario": _cmd_scenario, "build": _cmd_build,
                 "image": _cmd_image, "usb": _cmd_usb}[a.cmd](a, cfg)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        from .engines.base import Terminated
+        if isinstance(exc, Terminated):
+            print(f"\nterminated by {exc.name}: every emulator this run started has "
+                  f"been stopped", file=sys.stderr)
+            return 128 + exc.signum
         print("\ninterrupted: every emulator this run started has been stopped",
               file=sys.stderr)
         return 130

@@ -195,8 +195,8 @@ def validate(raw: Any) -> dict:
             raise ConfigError(f"scenarios[{i}].name: duplicate scenario '{sc['name']}'")
         names.add(sc["name"])
         _check_payload(sc["payload"], f"scenarios[{i}].payload")
-        if not 1 <= sc["smp"] <= 64:
-            raise ConfigError(f"scenarios[{i}].smp: must be 1..64")
+        if sc["smp"] < 1:    # the upper bound depends on the engine: runner.validate_spec
+            raise ConfigError(f"scenarios[{i}].smp: must be at least 1")
     if cfg["build"]["default_target"] not in cfg["build"]["targets"]:
         raise ConfigError(f"build.default_target: '{cfg['build']['default_target']}' "
                           f"is not in build.targets")

@@ -100,5 +100,15 @@ class BochsEngine(Engine):
             await self._lines.put(buf.decode("utf-8", "replace"))
         await self._lines.put(None)
 
+    def _refusal_text(self) -> str:
+        """Bochs frames its fatal message: '=====' / 'Bochs is exiting with the
+        following message:' / the message / '====='."""
+        lines = self.result.stderr_tail.splitlines()
+        for i, line in enumerate(lines):
+            if "Bochs is exiting with the following message" in line:
+                msg = [m for m in lines[i + 1:] if not m.startswith("=====")]
+                return "\n".join(msg[:1] if msg else [])
+        return self.result.stderr_tail
+
     async def _graceful_stop(self) -> None:
         pass    # Bochs has no quit channel without its console; stop() signals it.

@@ -16,7 +16,8 @@ from qemu.qmp import QMPClient
 from .base import Engine, EngineError, require_file, require_tool
 
 # QMP's own logger is chatty at INFO on disconnects; our events.json says it all.
-logging.getLogger("qemu.qmp").setLevel(logging.ERROR)
+# A QEMU that dies during the handshake is reported by us (EngineError).
+logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
 
 QEMU = "qemu-system-x86_64"
 DEBUG_EXIT_PORT = 0xF4
@@ -86,17 +87,24 @@ class QemuEngine(Engine):
         died = asyncio.create_task(self.proc.wait())
         done, _ = await asyncio.wait({accept, died}, timeout=15,
                                      return_when=asyncio.FIRST_COMPLETED)
-        if accept not in done:
-            accept.cancel()
-            died.cancel()
-            await asyncio.sleep(0.1)
-            err = (self.run_dir / "qemu.stderr").read_text(errors="replace")
-            raise EngineError("QEMU did not start", self.command(),
-                              self.proc.returncode, err)
+        failed = accept not in done or accept.exception() is not None
         died.cancel()
-        accept.result()
+        status = None
+        if not failed:
+            try:
+                status = await self.qmp.execute("query-status")
+            except Exception:       # QEMU quit during the handshake
+                failed = True
+        if failed:
+            accept.cancel()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 2)
+            except asyncio.TimeoutError:
+                pass
+            err = (self.run_dir / "qemu.stderr").read_text(errors="replace")
+            raise EngineError("QEMU refused to start", self.command(),
+                              self.proc.returncode, err)
         self._tasks.append(asyncio.create_task(self._watch_events()))
-        status = await self.qmp.execute("query-status")
         self.event("query-status", status=status.get("status"))
 
     async def _watch_events(self) -> None:
