@@ -49,6 +49,15 @@ _PAYLOAD = {
     "linux": (bool, False, False),   # the fetched kernel + pytool's initramfs
     "append": (str, False, ""),
 }
+# A boot chain (pytool/bootchain.py): the hypervisor on a USB stick with
+# next=auto, the machine's own OS loader on an internal disk (QEMU only).
+_CHAIN = {
+    "loader": (("systemd-boot", "grub", "shim"), False, "systemd-boot"),
+    "secure_boot": (bool, False, False),
+    "sign": (bool, False, True),            # sign the hypervisor (secure_boot only)
+    "signed_loader": (bool, False, True),   # grub/shim: Debian's signed binaries
+    "first": (str, False, None),            # a built image put first in BootOrder
+}
 _SCENARIO = {
     "name": (str, True, None),
     "description": (str, False, ""),
@@ -67,6 +76,7 @@ _SCENARIO = {
     "guest_ends": (bool, False, False),  # the guest itself must end the run
     "release": (bool, False, False),
     "marks": (ListOf(str), False, []),
+    "chain": (_CHAIN, False, None),
 }
 SCHEMA = {
     "build": ({
