@@ -89,13 +89,18 @@ def esp_files(chain: Chain, kernel: Path, initrd: Path, append: str) -> dict:
 # ------------------------------------------------------------------ Secure Boot
 def make_test_key(out_dir: Path, name: str = "pytool-test") -> tuple[Path, Path]:
     """A self-signed RSA-2048 db key and certificate (PEM), made once."""
+    import fcntl
     out_dir.mkdir(parents=True, exist_ok=True)
     key, cert = out_dir / f"{name}.key", out_dir / f"{name}.crt"
-    if key.is_file() and cert.is_file():
-        return key, cert
-    _tool("openssl", "req", "-new", "-x509", "-newkey", "rsa:2048", "-nodes",
-          "-sha256", "-days", "3650", "-subj", f"/CN={name} Secure Boot db key/",
-          "-keyout", str(key), "-out", str(cert))
+    with open(out_dir / ".lock", "w") as lock:      # parallel test workers
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (key.is_file() and cert.is_file()):
+            tmp_key, tmp_cert = key.with_suffix(".key.tmp"), cert.with_suffix(".crt.tmp")
+            _tool("openssl", "req", "-new", "-x509", "-newkey", "rsa:2048", "-nodes",
+                  "-sha256", "-days", "3650", "-subj", f"/CN={name} Secure Boot db key/",
+                  "-keyout", str(tmp_key), "-out", str(tmp_cert))
+            tmp_key.replace(key)
+            tmp_cert.replace(cert)
     return key, cert
 
 

@@ -379,7 +379,8 @@ def _esp_files(cfg: dict, spec: RunSpec, built: dict, run_dir: Path,
             raise RunError(f"kernel not found: {kernel}")
         files[f"{ESP_DIR}\\vmlinuz.efi"] = kernel
         if p.initrd:
-            initrd = (linux.build_initramfs(ROOT / "build" / "linux" / "initramfs.cpio.gz")
+            # Per run: parallel workers must not share one temporary file.
+            initrd = (linux.build_initramfs(run_dir / "initramfs.cpio.gz")
                       if p.initrd == "default" else Path(p.initrd))
             if not initrd.is_file():
                 raise RunError(f"initrd not found: {initrd}")
@@ -430,11 +431,11 @@ def _chain_setup(cfg: dict, spec: RunSpec, built: dict, run_dir: Path, files: di
                                          key, cert)
     p = spec.payload or Payload(kernel="default", initrd="default")
     kernel = linux.find_kernel(ROOT) if p.kernel in (None, "default") else Path(p.kernel)
-    initrd = (linux.build_initramfs(ROOT / "build" / "linux" / "initramfs.cpio.gz")
+    initrd = (linux.build_initramfs(run_dir / "initramfs.cpio.gz")
               if p.initrd in (None, "default") else Path(p.initrd))
     internal = bootchain.esp_files(ch, kernel, initrd, p.append)
     if ch.first:
-        internal[f"\EFI\{ch.first}\{ch.first}.efi"] = built[ch.first]
+        internal[f"\\EFI\\{ch.first}\\{ch.first}.efi"] = built[ch.first]
     esp = images.build_esp(run_dir / "internal-esp.img", internal)
     disk = images.build_gpt_disk(esp, run_dir / "internal.img")
     esp.unlink()
@@ -447,7 +448,7 @@ def _chain_setup(cfg: dict, spec: RunSpec, built: dict, run_dir: Path, files: di
                                    bootchain.loader_path(ch), title="debian", disk=disk)
     if ch.first:
         vars_ = images.make_vars_store(vars_, run_dir / "OVMF_VARS.fd",
-                                       f"\EFI\{ch.first}\{ch.first}.efi",
+                                       f"\\EFI\\{ch.first}\\{ch.first}.efi",
                                        title=ch.first, disk=disk)
     return {"usb_stick": True, "internal_disks": (disk,), "vars": vars_,
             "secure_boot": ch.secure_boot,
@@ -508,6 +509,7 @@ def _run(spec: RunSpec, cfg: dict, say) -> RunResult:
     esp = images.build_esp(run_dir / "esp.img", files)
     disk = images.build_gpt_disk(esp, run_dir / "disk.img")
     esp.unlink()                            # the disk holds it; keep run folders small
+    (run_dir / "initramfs.cpio.gz").unlink(missing_ok=True)
     eng = _make_engine(cfg, spec, engine_name, accel, cpu, run_dir, disk, chain_kw)
 
     implied, implied_forbid = implied_expectations(spec)
