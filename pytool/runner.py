@@ -506,7 +506,8 @@ def _run(spec: RunSpec, cfg: dict, say) -> RunResult:
             raise RunError(f"a boot chain runs on QEMU only (engine {engine_name})")
         chain_kw = _chain_setup(cfg, spec, built, run_dir, files)
     (run_dir / "hv.cfg").write_bytes(files[ESP_CFG])
-    esp = images.build_esp(run_dir / "esp.img", files)
+    esp = images.build_esp(run_dir / "esp.img", files,
+                           **({"size_mib": images.USB_ESP_MIB} if spec.chain else {}))
     disk = images.build_gpt_disk(esp, run_dir / "disk.img")
     esp.unlink()                            # the disk holds it; keep run folders small
     (run_dir / "initramfs.cpio.gz").unlink(missing_ok=True)
