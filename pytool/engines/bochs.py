@@ -26,6 +26,7 @@ class BochsSetup:
     vgarom: Path
     disk: Path
     ips: int = 50_000_000
+    internal_disks: tuple = ()  # a boot chain's internal disk: ata0-slave
 
 
 def bochsrc(s: BochsSetup, serial_file: Path, log_file: Path) -> str:
@@ -38,6 +39,7 @@ def bochsrc(s: BochsSetup, serial_file: Path, log_file: Path) -> str:
         f"cpu: model={s.cpu_model}, count={s.smp}, ips={s.ips}, reset_on_triple_fault=1",
         "pci: enabled=1, chipset=i440fx",
         f"ata0-master: type=disk, path={s.disk}, mode=flat",
+        *[f"ata0-slave: type=disk, path={d}, mode=flat" for d in s.internal_disks[:1]],
         "boot: disk",
         f"com1: enabled=1, mode=file, dev={serial_file}",
         'display_library: rfb, options="timeout=0"',
