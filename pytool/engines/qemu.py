@@ -123,8 +123,8 @@ class QemuEngine(Engine):
                 failed = True
         if failed:
             accept.cancel()
-            try:
-                await asyncio.wait_for(self.proc.wait(), 2)
+            try:                # its exit code and last words (a loaded host is slow)
+                await asyncio.wait_for(self.proc.wait(), 10)
             except asyncio.TimeoutError:
                 pass
             err = (self.run_dir / "qemu.stderr").read_text(errors="replace")
