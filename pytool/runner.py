@@ -437,6 +437,8 @@ def _chain_setup(cfg: dict, spec: RunSpec, built: dict, run_dir: Path, files: di
     internal = bootchain.esp_files(ch, kernel, initrd, p.append)
     if ch.first:
         internal[f"\\EFI\\{ch.first}\\{ch.first}.efi"] = built[ch.first]
+        if ch.first == "hv":        # a copy of us that would walk again: a loop
+            internal["\\EFI\\hv\\hv.cfg"] = make_hv_cfg(None, next_auto=True).encode()
     esp = images.build_esp(run_dir / "internal-esp.img", internal)
     disk = images.build_gpt_disk(esp, run_dir / "internal.img")
     esp.unlink()

@@ -10,7 +10,8 @@
  * \EFI\BOOT\BOOTX64.EFI on it.  After the entries come the well-known loader
  * paths on every other file system.  A candidate that LoadImage refuses
  * (EFI_SECURITY_VIOLATION under Secure Boot, a missing file) is logged and
- * the walk goes on; the first one that loads is started.
+ * the walk goes on; the first one that loads is started, and if it returns
+ * an error the walk goes on too.
  *
  * A volatile variable guards against loops: when a second copy of this app
  * is reached through some entry, it sees the variable and returns at once.
@@ -222,9 +223,12 @@ static EFI_STATUS try_boot(struct walk *w, EFI_DEVICE_PATH *dp, const char *what
         cli->LoadOptionsSize = optlen;
     }
     plat_say("HV: next auto chose %s reason=%s\n", what, why);
-    *ran = true;
     st = plat_bs->StartImage(child, NULL, NULL);
-    hv_log("HV: chainload returned status=%s\n", efi_status_name(st));
+    /* Like the boot manager (UEFI 2.10 3.1.1): an option that returns makes
+     * way for the next one; success means it ran, so the walk ends. */
+    plat_say("HV: chainload returned status=%s%s\n", efi_status_name(st),
+             EFI_ERROR(st) ? ", trying the next candidate" : "");
+    *ran = !EFI_ERROR(st);
     return st;
 }
 
