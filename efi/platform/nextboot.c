@@ -261,11 +261,13 @@ static EFI_HANDLE fs_below(struct walk *w, EFI_DEVICE_PATH *dp)
 }
 
 /* Resolves a Boot#### device path to (file-system handle, full path). */
-static EFI_DEVICE_PATH *resolve(struct walk *w, EFI_DEVICE_PATH *dp, EFI_HANDLE *dev)
+static EFI_DEVICE_PATH *resolve(struct walk *w, EFI_DEVICE_PATH *dp, EFI_HANDLE *dev,
+                                bool *no_loader)
 {
     EFI_DEVICE_PATH *rest = NULL, *hd, *file;
 
     *dev = NULL;
+    *no_loader = false;
     if (dp->Type == HV_DP_MEDIA && dp->SubType == MEDIA_HARDDRIVE_DP) {
         /* Short form HD(...)/File(...): find the partition by its GUID. */
         for (UINTN i = 0; i < w->nfs; i++) {
@@ -303,7 +305,11 @@ static EFI_DEVICE_PATH *resolve(struct walk *w, EFI_DEVICE_PATH *dp, EFI_HANDLE 
         *dev = fs_below(w, dp);
     if (!*dev)
         return NULL;
-    /* A device: its removable-media path (section 3.5.1.1). */
+    /* A device: its removable-media path (section 3.5.1.1), if it has one. */
+    if (*dev != w->li->DeviceHandle && !fs_has(*dev, "\\EFI\\BOOT\\BOOTX64.EFI")) {
+        *no_loader = true;
+        return NULL;
+    }
     file = dp_file("\\EFI\\BOOT\\BOOTX64.EFI");
     if (!file)
         return NULL;
@@ -327,6 +333,7 @@ static EFI_STATUS boot_entry(struct walk *w, UINT16 idx, const char *why,
     EFI_DEVICE_PATH *dp, *full;
     EFI_HANDLE dev;
     EFI_STATUS st;
+    bool no_loader;
 
     *ran = false;
     for (int i = 0; i < 4; i++)
@@ -362,9 +369,10 @@ static EFI_STATUS boot_entry(struct walk *w, UINT16 idx, const char *why,
         plat_say("HV: next auto skip %s reason=firmware-application\n", what);
         return EFI_NOT_FOUND;
     }
-    full = resolve(w, dp, &dev);
+    full = resolve(w, dp, &dev, &no_loader);
     if (!full) {
-        plat_say("HV: next auto skip %s reason=no-such-device\n", what);
+        plat_say("HV: next auto skip %s reason=%s\n", what,
+                 no_loader ? "no-removable-media-loader" : "no-such-device");
         return EFI_NOT_FOUND;
     }
     if (dev == w->li->DeviceHandle) {
