@@ -88,13 +88,21 @@ def parser(prog: str = "hvtool") -> argparse.ArgumentParser:
     p.add_argument("--kernel")
     p.add_argument("--initrd")
     p.add_argument("--append", default="")
+    p.add_argument("--sign", nargs=2, metavar=("KEY", "CERT"), type=Path,
+                   help="sign the hypervisor (and a --chainload payload) with sbsign; "
+                        "also writes OVMF_VARS.secboot.fd with CERT in db")
+    p.add_argument("--test-key", action="store_true",
+                   help="like --sign with a generated test key (build/keys/pytool-test.*)")
 
     p = sub.add_parser("usb", help="write the GPT disk image to a USB stick")
-    p.add_argument("device", help="the block device, e.g. /dev/sdX")
+    p.add_argument("device", nargs="?", help="the block device, e.g. /dev/sdX")
     p.add_argument("--image", type=Path, default=Path("build/image/disk.img"))
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("--force", action="store_true",
                    help="write even to a mounted, fixed or system disk")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print what would be written (and the checks on DEVICE); "
+                        "write nothing")
     return ap
 
 
@@ -167,8 +175,10 @@ def _cmd_build(a, cfg) -> int:
 
 
 def _cmd_image(a, cfg) -> int:
-    from . import images
-    from .runner import ESP_BOOT, ESP_CFG, Payload, RunSpec, _build, _esp_files, \
+    """The USB image as a user writes it: the hypervisor as the removable-media
+    loader, hv.cfg (next=auto unless a next stage is given), optionally signed."""
+    from . import bootchain, images
+    from .runner import ESP_BOOT, ESP_CFG, KEYS, Payload, RunSpec, _build, _esp_files, \
         make_hv_cfg
     payload = None
     if a.chainload:
@@ -179,18 +189,44 @@ def _cmd_image(a, cfg) -> int:
     out = a.out
     out.mkdir(parents=True, exist_ok=True)
     files = _esp_files(cfg, spec, _build(cfg, spec, print), out)
-    files[ESP_CFG] = make_hv_cfg(payload).encode()
-    esp = images.build_esp(out / "esp.img", files)
+    files[ESP_CFG] = make_hv_cfg(payload, next_auto=payload is None).encode()
+    key = cert = None
+    if a.test_key:
+        key, cert = bootchain.make_test_key(KEYS)
+    elif a.sign:
+        key, cert = a.sign
+        for f in (key, cert):
+            if not f.is_file():
+                raise bootchain.ChainError(f"--sign: {f} does not exist")
+    if key:
+        for esp_path, src in list(files.items()):
+            if isinstance(src, Path) and esp_path.lower().endswith(".efi"):
+                files[esp_path] = bootchain.sign(src, out / "signed" / Path(src).name,
+                                                 key, cert)
+                print(f"signed:    {esp_path} ({Path(src).name}) with {cert}")
+    esp = images.build_esp(out / "esp.img", files, size_mib=images.USB_ESP_MIB)
     disk = images.build_gpt_disk(esp, out / "disk.img")
     vars_ = images.make_vars_store(Path(cfg["firmware"]["qemu"]["vars"]),
                                    out / "OVMF_VARS.fd", ESP_BOOT)
     print(f"ESP:       {esp}\nUSB disk:  {disk}\nOVMF vars: {vars_}")
+    if key:
+        sb = bootchain.enroll_db(bootchain.OVMF_MS_VARS, out / "OVMF_VARS.secboot.fd", cert)
+        print(f"SB vars:   {sb} (Microsoft keys + {cert.name} in db, Secure Boot on)")
     print(f"write it:  python3 -m pytool usb /dev/sdX --image {disk}")
     return 0
 
 
 def _cmd_usb(a, cfg) -> int:
-    from .usb import write_image
+    from .usb import UsbError, describe_image, write_image
+    if a.dry_run:
+        for line in describe_image(a.image):
+            print(line)
+        if a.device:
+            write_image(a.image, Path(a.device), yes=True, force=a.force, dry_run=True)
+        print("dry run: nothing written")
+        return 0
+    if not a.device:
+        raise UsbError("give the device to write, e.g. /dev/sdX (or --dry-run)")
     write_image(a.image, Path(a.device), yes=a.yes, force=a.force)
     return 0
 
@@ -201,7 +237,8 @@ def _known_errors() -> tuple:
     from .runner import RunError
     errs += [EngineError, RunError]
     for mod, name in (("build", "BuildError"), ("validate", "ImageValidationError"),
-                      ("images", "ImageError"), ("usb", "UsbError"), ("linux", "LinuxError")):
+                      ("images", "ImageError"), ("usb", "UsbError"), ("linux", "LinuxError"),
+                      ("bootchain", "ChainError")):
         try:
             m = __import__(f"pytool.{mod}", fromlist=[name])
             if hasattr(m, name):
@@ -218,7 +255,12 @@ def main(argv=None, prog: str = "hvtool") -> int:
         cfg = _config.load(a.config)
         return {"run": _cmd_run, "scenario": _cmd_scenario, "build": _cmd_build,
                 "image": _cmd_image, "usb": _cmd_usb}[a.cmd](a, cfg)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        from .engines.base import Terminated
+        if isinstance(exc, Terminated):
+            print(f"\nterminated by {exc.name}: every emulator this run started has "
+                  f"been stopped", file=sys.stderr)
+            return 128 + exc.signum
         print("\ninterrupted: every emulator this run started has been stopped",
               file=sys.stderr)
         return 130

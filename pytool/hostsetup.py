@@ -52,6 +52,12 @@ APT_PACKAGES = {
     "cpio": "initramfs checks",
     "gcc": "builds hvcheck, the static Linux guest checker",
     "libc6-dev": "static glibc for hvcheck",
+    "systemd-boot-efi": "systemd-boot, the boot-chain scenarios' loader (pytool.bootchain)",
+    "grub-efi-amd64-bin": "unsigned GRUB for the boot-chain scenarios",
+    "grub-efi-amd64-signed": "Debian's signed GRUB (the Secure Boot chain)",
+    "shim-signed": "Microsoft-signed shim and MokManager (the Secure Boot chain)",
+    "sbsigntool": "sbsign/sbverify: signs the hypervisor (image --sign)",
+    "openssl": "the generated Secure Boot test key",
 }
 
 

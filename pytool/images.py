@@ -30,6 +30,9 @@ GPT_ENTRY_SIZE = 128
 GPT_ENTRY_SECTORS = GPT_ENTRIES * GPT_ENTRY_SIZE // SECTOR   # 32
 GPT_HEADER_SIZE = 92
 FAT32_MIN_MIB = 36                      # below this FAT32 has too few clusters
+# The USB image's ESP: the smallest FAT32 volume (FAT32 is what every firmware
+# reads on removable media); the hypervisor and hv.cfg use well under 1 MiB of it.
+USB_ESP_MIB = FAT32_MIN_MIB
 ESP_VOLUME_SERIAL = "48564553"          # fixed FAT serial ("HVES"): byte-identical images
 
 

@@ -182,11 +182,43 @@ def check_target(dev: BlockDev, sysfs: Path, proc: Path) -> list[str]:
     return reasons
 
 
+def describe_image(image: Path) -> list[str]:
+    """What the image holds: its partitions and every file on the ESP, with sizes,
+    and the hv.cfg text (what `usb --dry-run` prints)."""
+    from . import images
+    image = Path(image)
+    if not image.is_file():
+        raise UsbError(f"image {image} does not exist (build it: python3 -m pytool image)")
+    gpt = images.read_gpt(image)
+    lines = [f"image:  {image} ({_human(image.stat().st_size)}), GPT disk "
+             f"{gpt.disk_guid}"]
+    import tempfile
+    for part in gpt.partitions:
+        lines.append(f"  partition {part.number} '{part.name}' {_human(part.size_bytes)} "
+                     f"at LBA {part.first_lba}")
+        if part.type_guid != images.ESP_TYPE_GUID:
+            continue
+        with tempfile.TemporaryDirectory() as td:
+            esp = images.extract_partition(image, Path(td) / "esp.img", part.number)
+            used = 0
+            for f in images.esp_list(esp):
+                data = images.esp_read(esp, f)
+                used += len(data)
+                lines.append(f"    {f.replace('/', chr(92)):40} {_human(len(data))}")
+                if f.lower().endswith("/hv.cfg"):
+                    lines += [f"      | {t}" for t in data.decode(errors="replace")
+                              .splitlines() if t.strip()]
+            lines.append(f"    files use {_human(used)} of {_human(part.size_bytes)}")
+    return lines
+
+
 def write_image(image: Path, device: Path, yes: bool = False, force: bool = False,
                 sysfs: Path = Path("/sys"), proc: Path = Path("/proc"),
                 input: Callable[[str], str] = input, out: Callable[[str], None] = print,
-                stat: Callable[[str], os.stat_result] = os.stat) -> int:
-    """Write ``image`` to the whole-disk block device ``device``; returns bytes written."""
+                stat: Callable[[str], os.stat_result] = os.stat,
+                dry_run: bool = False) -> int:
+    """Write ``image`` to the whole-disk block device ``device``; returns bytes written.
+    dry_run: every check and message, then return 0 without asking or writing."""
     image, device = Path(image), Path(device)
     if not image.is_file():
         raise UsbError(f"image {image} does not exist (build it first)")
@@ -215,6 +247,10 @@ def write_image(image: Path, device: Path, yes: bool = False, force: bool = Fals
     reasons = check_target(dev, Path(sysfs), Path(proc))
     for r in reasons:
         out(f"{'WARNING' if force else 'refusing'}: {r}")
+    if dry_run:
+        out(f"dry run: would {'refuse' if reasons and not force else 'write'} "
+            f"{device}")
+        return 0
     if reasons and not force:
         raise UsbError(f"refusing to write {device}: {reasons[0]}"
                        + (f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else "")

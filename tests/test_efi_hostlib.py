@@ -27,6 +27,7 @@ class Cfg(ctypes.Structure):
         ("kernel", ctypes.c_char * PATH_MAX),
         ("initrd", ctypes.c_char * PATH_MAX),
         ("append", ctypes.c_char * ARGS_MAX),
+        ("next_auto", ctypes.c_bool),
     ]
 
 
@@ -87,6 +88,15 @@ def test_good_config(lib):
     assert cfg.kernel == b"\\EFI\\hv\\vmlinuz"          # '/' becomes '\'
     assert cfg.initrd == b"\\EFI\\hv\\initrd.img"
     assert cfg.append == b"console=ttyS0 quiet"
+
+
+def test_next_auto(lib):
+    cfg, errors = parse(lib, b"next=auto\n")
+    assert errors == [] and cfg.next_auto is True and cfg.next == b""
+    cfg, _ = parse(lib, b"next=auto\nnext=\\EFI\\x.efi\n")   # the last one wins
+    assert cfg.next_auto is False and cfg.next == b"\\EFI\\x.efi"
+    cfg, _ = parse(lib, b"")
+    assert cfg.next_auto is False
 
 
 def test_crlf_and_bom(lib):

@@ -22,6 +22,7 @@ struct hv_cfg {
     char kernel[HV_CFG_PATH_MAX];
     char initrd[HV_CFG_PATH_MAX];
     char append[HV_CFG_ARGS_MAX];
+    bool next_auto;                     /* next=auto: BootOrder, then known paths */
 };
 
 /* line is 1-based; reason is a short token such as "unknown-key". */

@@ -98,5 +98,13 @@ EFI_STATUS plat_chainload(EFI_LOADED_IMAGE *li, const struct hv_cfg *cfg);
 /* Reads a whole file from the app's volume into pool memory. */
 EFI_STATUS plat_read_file(EFI_HANDLE device, const CHAR16 *path, char **buf,
                           UINTN *len);
+/* next=auto (nextboot.c): BootNext, BootOrder, then well-known loader paths. */
+EFI_STATUS plat_boot_auto(EFI_LOADED_IMAGE *li);
+/* A one-byte global variable (SecureBoot, SetupMode); false if absent. */
+bool plat_var_u8(CHAR16 *name, uint8_t *out);
+/* hv_log plus ConOut even after plat_conout_detach (guest context only). */
+void plat_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Stop mirroring hv_log to ConOut (the CPUs are guests now). */
+void plat_conout_detach(void);
 
 #endif

@@ -117,6 +117,8 @@ EFI_STATUS plat_chainload(EFI_LOADED_IMAGE *li, const struct hv_cfg *cfg)
     EFI_STATUS st;
     bool linux_kernel = !cfg->next[0] && cfg->kernel[0];
 
+    if (cfg->next_auto)
+        return plat_boot_auto(li);
     if (!cfg->next[0] && !cfg->kernel[0]) {
         hv_log("HV: chainload none reason=no-next-stage\n");
         return EFI_NOT_FOUND;

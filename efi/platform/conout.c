@@ -91,3 +91,30 @@ void plat_conout_init(void)
     if (mirror_count)
         hv_log_set_mirror(mirror);
 }
+
+/* Once the CPUs run as guests, hv_log stops mirroring (exit handlers must
+ * not re-enter the firmware).  Code running as the guest, such as the
+ * next-stage choice, may still talk to ConOut: plat_say does that. */
+static bool detached;
+
+void plat_conout_detach(void)
+{
+    detached = true;
+    hv_log_serial_only();
+}
+
+void plat_say(const char *fmt, ...)
+{
+    char line[256];
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    n = hv_vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    if (n >= (int)sizeof(line))
+        n = sizeof(line) - 1;
+    hv_log("%s", line);
+    if (detached && mirror_count)
+        mirror(line, (size_t)n);
+}

@@ -148,6 +148,14 @@ static void parse_line(struct ctx *c, unsigned lineno, const char *s, size_t n)
     }
 
     char *dst = (char *)c->cfg + key->off;
+    if (key == &keys[2]) {
+        /* next=auto: find the machine's own OS (efi/platform/nextboot.c). */
+        c->cfg->next_auto = span_eq(v, vn, "auto");
+        if (c->cfg->next_auto) {
+            dst[0] = '\0';
+            return;
+        }
+    }
     if (key->path) {
         /* Paths are ASCII: firmware file names are UCS-2 and we convert
          * byte by byte. */

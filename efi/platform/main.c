@@ -34,6 +34,19 @@ static const char *virt_name(enum hv_virt v)
     return v == HV_VIRT_VMX ? "vmx" : v == HV_VIRT_SVM ? "svm" : "none";
 }
 
+/* UEFI 2.10 section 32.3: SecureBoot is 1 when images are verified; SetupMode
+ * is 1 while no platform key is enrolled (then nothing is verified). */
+static void report_secure_boot(void)
+{
+    uint8_t sb = 0, setup = 0;
+    bool have_sb = plat_var_u8(L"SecureBoot", &sb);
+    bool have_setup = plat_var_u8(L"SetupMode", &setup);
+
+    hv_log("HV: secureboot=%s setup-mode=%s\n",
+           !have_sb ? "unsupported" : sb ? "on" : "off",
+           !have_setup ? "unknown" : setup ? "1" : "0");
+}
+
 EFI_STATUS EFIAPI efi_main(EFI_HANDLE image, EFI_SYSTEM_TABLE *st)
 {
     EFI_GUID li_guid = EFI_LOADED_IMAGE_PROTOCOL_GUID;
@@ -66,6 +79,7 @@ EFI_STATUS EFIAPI efi_main(EFI_HANDLE image, EFI_SYSTEM_TABLE *st)
         plat_load_config(li, &cfg);
     }
 
+    report_secure_boot();
     hv_detect_caps(&caps);
     hv_log("HV: caps vendor=%s virt=%s ept=%d vpid=%d ug=%d npt=%d\n",
            vendor_name(caps.vendor), virt_name(caps.virt), caps.ept,
@@ -79,7 +93,7 @@ EFI_STATUS EFIAPI efi_main(EFI_HANDLE image, EFI_SYSTEM_TABLE *st)
         /* Every CPU is now a guest; exit handlers may log at any moment,
          * including while the firmware is inside ConOut, so the console
          * mirror would re-enter it.  Serial only from here on. */
-        hv_log_serial_only();
+        plat_conout_detach();
     }
 
     status = li ? plat_chainload(li, &cfg) : EFI_LOAD_ERROR;

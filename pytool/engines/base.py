@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import ctypes
 import os
 import shutil
 import signal
@@ -29,6 +30,59 @@ def _kill_group(pid: int, sig=signal.SIGKILL) -> None:
         os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int):
+    """preexec_fn for every emulator: the kernel sends SIGKILL to it when the
+    runner dies, even by SIGKILL or os._exit (where atexit never runs)."""
+    def hook() -> None:
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+        if os.getppid() != parent:      # the runner died before prctl took effect
+            os._exit(1)
+    return hook
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP reached the runner.  A KeyboardInterrupt subclass, so
+    asyncio propagates it out of any callback and cancels the run's tasks,
+    whose `finally` stops the emulator (as it does for Ctrl-C)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+
+
+class stop_on_signals:
+    """While a run is in progress in the main thread: SIGTERM and SIGHUP raise
+    Terminated (SIGINT already raises KeyboardInterrupt).  Restores the
+    previous handlers afterwards; a no-op outside the main thread."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+    def __enter__(self):
+        self.saved = {}
+        import threading
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for sig in self.SIGNALS:
+            self.saved[sig] = signal.signal(sig, self._raise)
+        return self
+
+    @staticmethod
+    def _raise(signum, frame):
+        raise Terminated(signum)
+
+    def __exit__(self, *exc):
+        for sig, old in self.saved.items():
+            signal.signal(sig, old)
+        return False
 
 
 @atexit.register
@@ -91,6 +145,7 @@ class Engine:
         self._lines: asyncio.Queue = asyncio.Queue()
         self._tasks: list[asyncio.Task] = []
         self._t0 = time.monotonic()
+        self._seen = 0                  # serial lines received
 
     # -- for subclasses -----------------------------------------------
     def command(self) -> list[str]:
@@ -128,7 +183,8 @@ class Engine:
         try:
             self.proc = await asyncio.create_subprocess_exec(
                 *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=self._stdout(),
-                stderr=self._stderr, cwd=self.run_dir, start_new_session=True)
+                stderr=self._stderr, cwd=self.run_dir, start_new_session=True,
+                preexec_fn=_die_with_parent(os.getpid()))
         except OSError as exc:
             raise EngineError(f"cannot start {cmd[0]}: {exc.strerror}", cmd) from None
         _LIVE_GROUPS.add(self.proc.pid)
@@ -179,9 +235,18 @@ class Engine:
                     if line is not None:
                         self._emit(line, matcher, log, live)
         self.event("stopped", reason=self.result.end_reason)
+        if self.result.end_reason == "guest-ended" and self._seen == 0 \
+                and self.result.exit_code not in (0, None) and self.result.guest_exit is None:
+            raise EngineError(f"{self.name} refused to start", self.command(),
+                              self.result.exit_code, self._refusal_text())
         return self.result
 
+    def _refusal_text(self) -> str:
+        """What the emulator said when it quit without running the guest."""
+        return self.result.stderr_tail
+
     def _emit(self, line: str, matcher: SerialMatcher, log, live) -> None:
+        self._seen += 1
         log.write(line + "\n")
         log.flush()
         if live:
@@ -203,7 +268,8 @@ class Engine:
             self._emit(line, matcher, log, live)
             if matcher.failure:
                 return "forbidden"
-            if matcher.done and matcher.expect and not keep_running:
+            if matcher.done and (matcher.expect or getattr(matcher, "implied", None)) \
+                    and not keep_running:
                 return "expectations-met"
             if matcher.check_deadline():
                 return "deadline"

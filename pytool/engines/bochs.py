@@ -26,6 +26,7 @@ class BochsSetup:
     vgarom: Path
     disk: Path
     ips: int = 50_000_000
+    internal_disks: tuple = ()  # a boot chain's internal disk: ata0-slave
 
 
 def bochsrc(s: BochsSetup, serial_file: Path, log_file: Path) -> str:
@@ -38,6 +39,7 @@ def bochsrc(s: BochsSetup, serial_file: Path, log_file: Path) -> str:
         f"cpu: model={s.cpu_model}, count={s.smp}, ips={s.ips}, reset_on_triple_fault=1",
         "pci: enabled=1, chipset=i440fx",
         f"ata0-master: type=disk, path={s.disk}, mode=flat",
+        *[f"ata0-slave: type=disk, path={d}, mode=flat" for d in s.internal_disks[:1]],
         "boot: disk",
         f"com1: enabled=1, mode=file, dev={serial_file}",
         'display_library: rfb, options="timeout=0"',
@@ -99,6 +101,16 @@ class BochsEngine(Engine):
         if buf:
             await self._lines.put(buf.decode("utf-8", "replace"))
         await self._lines.put(None)
+
+    def _refusal_text(self) -> str:
+        """Bochs frames its fatal message: '=====' / 'Bochs is exiting with the
+        following message:' / the message / '====='."""
+        lines = self.result.stderr_tail.splitlines()
+        for i, line in enumerate(lines):
+            if "Bochs is exiting with the following message" in line:
+                msg = [m for m in lines[i + 1:] if not m.startswith("=====")]
+                return "\n".join(msg[:1] if msg else [])
+        return self.result.stderr_tail
 
     async def _graceful_stop(self) -> None:
         pass    # Bochs has no quit channel without its console; stop() signals it.

@@ -16,7 +16,8 @@ from qemu.qmp import QMPClient
 from .base import Engine, EngineError, require_file, require_tool
 
 # QMP's own logger is chatty at INFO on disconnects; our events.json says it all.
-logging.getLogger("qemu.qmp").setLevel(logging.ERROR)
+# A QEMU that dies during the handshake is reported by us (EngineError).
+logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
 
 QEMU = "qemu-system-x86_64"
 DEBUG_EXIT_PORT = 0xF4
@@ -32,13 +33,17 @@ class QemuSetup:
     vars: Path                  # the run's own copy of the variable store
     disk: Path
     machine: str = "q35"
+    usb_stick: bool = False     # the disk is a USB stick (usb-storage on qemu-xhci)
+    internal_disks: tuple = ()  # more disks, on the AHCI ports after it (no bootindex)
+    secure_boot: bool = False   # SMM and a secure flash: the secboot OVMF needs both
 
 
 def qemu_command(s: QemuSetup, qmp_socket: Path, binary: str = QEMU) -> list[str]:
     """The QEMU command line, one argument group per line with its reason."""
     return [
         binary,
-        "-machine", s.machine,               # PCIe chipset OVMF targets
+        "-machine", s.machine + (",smm=on" if s.secure_boot else ""),  # PCIe chipset OVMF targets
+        *secure_boot_args(s),
         "-accel", s.accel,
         "-cpu", s.cpu,
         "-smp", str(s.smp),
@@ -48,7 +53,7 @@ def qemu_command(s: QemuSetup, qmp_socket: Path, binary: str = QEMU) -> list[str
         "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={s.code}",
         "-drive", f"if=pflash,format=raw,unit=1,file={s.vars}",   # per-run copy
         "-drive", f"if=none,id=esp,format=raw,file={s.disk}",
-        "-device", "ide-hd,drive=esp,bus=ide.0,bootindex=1",      # ICH9 AHCI port 0
+        *boot_disk_args(s),
         "-chardev", "stdio,id=com1,signal=off",                   # COM1 -> our pipe
         "-serial", "chardev:com1",
         "-chardev", f"socket,id=qmp,path={qmp_socket}",           # we listen, QEMU dials
@@ -56,6 +61,28 @@ def qemu_command(s: QemuSetup, qmp_socket: Path, binary: str = QEMU) -> list[str
         # The guest can end the run with a status: value v exits QEMU with 2v+1.
         "-device", f"isa-debug-exit,iobase={DEBUG_EXIT_PORT:#x},iosize=0x04",
     ]
+
+
+def secure_boot_args(s: QemuSetup) -> list[str]:
+    if not s.secure_boot:
+        return []
+    # Only SMM code may write the flash: the variable store cannot be forged
+    # from the OS (OVMF's secboot build refuses to run without this).
+    return ["-global", "driver=cfi.pflash01,property=secure,value=on"]
+
+
+def boot_disk_args(s: QemuSetup) -> list[str]:
+    """The boot disk (IDE port 0 or a USB stick) and the internal disks."""
+    if s.usb_stick:
+        # A USB 3 stick, booted first (bootindex=0): the removable-media path.
+        args = ["-device", "qemu-xhci,id=xhci",
+                "-device", "usb-storage,bus=xhci.0,drive=esp,bootindex=0"]
+    else:
+        args = ["-device", "ide-hd,drive=esp,bus=ide.0,bootindex=1"]  # ICH9 AHCI port 0
+    for i, disk in enumerate(s.internal_disks):
+        args += ["-drive", f"if=none,id=internal{i},format=raw,file={disk}",
+                 "-device", f"ide-hd,drive=internal{i},bus=ide.{i + 1},bootindex={i + 1}"]
+    return args
 
 
 class QemuEngine(Engine):
@@ -86,17 +113,24 @@ class QemuEngine(Engine):
         died = asyncio.create_task(self.proc.wait())
         done, _ = await asyncio.wait({accept, died}, timeout=15,
                                      return_when=asyncio.FIRST_COMPLETED)
-        if accept not in done:
-            accept.cancel()
-            died.cancel()
-            await asyncio.sleep(0.1)
-            err = (self.run_dir / "qemu.stderr").read_text(errors="replace")
-            raise EngineError("QEMU did not start", self.command(),
-                              self.proc.returncode, err)
+        failed = accept not in done or accept.exception() is not None
         died.cancel()
-        accept.result()
+        status = None
+        if not failed:
+            try:
+                status = await self.qmp.execute("query-status")
+            except Exception:       # QEMU quit during the handshake
+                failed = True
+        if failed:
+            accept.cancel()
+            try:                # its exit code and last words (a loaded host is slow)
+                await asyncio.wait_for(self.proc.wait(), 10)
+            except asyncio.TimeoutError:
+                pass
+            err = (self.run_dir / "qemu.stderr").read_text(errors="replace")
+            raise EngineError("QEMU refused to start", self.command(),
+                              self.proc.returncode, err)
         self._tasks.append(asyncio.create_task(self._watch_events()))
-        status = await self.qmp.execute("query-status")
         self.event("query-status", status=status.get("status"))
 
     async def _watch_events(self) -> None:
