@@ -39,7 +39,7 @@ void host_exception(struct host_frame *f)
            (unsigned long long)f->vec, (unsigned long long)f->err,
            (unsigned long long)f->rip, (unsigned long long)f->rsp,
            (unsigned long long)cr2);
-    halt_forever();
+    hv_fail_stop("host-exception");
 }
 
 /* 64-bit interrupt gate, DPL 0 (SDM Vol 3A 6.14.1). */

@@ -31,6 +31,9 @@ enum hc_function {
     HC_INFO = 3,      /* -> RDX = HPA of a protected hypervisor page, R8 = bytes held */
     HC_DEVIRT = 4,    /* leave VMX on every CPU (the others via an NMI), resume after
                        * the VMCALL natively -> RDX = mask of CPU indices that left */
+    HC_LOG_RING = 5,  /* -> RDX = physical address of the log ring, R8 = its bytes */
+    HC_RING_APPEND = 6, /* internal: our platform code's ring text while it runs as
+                         * a guest, until ExitBootServices (logring.c) */
 };
 enum { HC_OK = 0, HC_E_FUNCTION = -1, HC_E_ARG = -2 };
 
@@ -212,6 +215,14 @@ extern void *plat_st;
 /* ---- insn.c: guest memory by linear address, the MMIO store decoder ------ */
 int hv_guest_read_linear(const struct hv_guest_paging *p, uint64_t la, void *buf, unsigned n);
 unsigned hv_decode_store32(struct hv_cpu *c, uint32_t *val, int *xchg_reg);
+
+/* ---- logring.c: the log ring as the guest sees it (hv_ring.h) ------------ */
+/* True when [base, base + size) holds ring memory: EPT/NPT map it read-only. */
+bool hv_guest_readonly(uint64_t base, uint64_t size);
+int64_t hv_hc_log_ring(struct hv_cpu *c);
+int64_t hv_hc_ring_append(struct hv_cpu *c);
+void hv_ring_vendor(bool svm);          /* original image, before the launch */
+void hv_ring_guest_mode(void);          /* original image, on the BSP as a guest */
 
 /* ---- hypercall.c ---------------------------------------------------------- */
 void hv_hypercall(struct hv_cpu *c);

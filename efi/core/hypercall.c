@@ -70,6 +70,12 @@ void hv_hypercall(struct hv_cpu *c)
     case HC_INFO:
         st = hc_info(c, r);
         break;
+    case HC_LOG_RING:
+        st = hv_hc_log_ring(c);
+        break;
+    case HC_RING_APPEND:
+        st = hv_hc_ring_append(c);
+        break;
     case HC_DEVIRT:
         r->rdx = hv_devirt_all(c);              /* prints every CPU's stats */
         if (!r->rdx) {

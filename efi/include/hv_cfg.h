@@ -14,6 +14,18 @@
 
 enum hv_cfg_log { HV_CFG_LOG_ERROR = 0, HV_CFG_LOG_INFO, HV_CFG_LOG_DEBUG };
 
+/* debug-fail=<name> (DEBUG builds only): a failure forced on purpose so a
+ * test can see its report.  It fires only on a boot that found no previous
+ * log ring, so the boot after the reset shows it and then runs normally.
+ * The code that reports each failure is the one RELEASE runs. */
+enum hv_force {
+    HV_FORCE_NONE = 0,
+    HV_FORCE_PANIC,             /* hv_panic from the platform, before any VMX */
+    HV_FORCE_HOST_EXCEPTION,    /* a #UD in the host, on the BSP at prepare */
+    HV_FORCE_COUNT
+};
+extern const char *const hv_force_names[HV_FORCE_COUNT];
+
 struct hv_cfg {
     bool hypervisor;                    /* default true */
     int log;                            /* enum hv_cfg_log, default INFO */
@@ -22,6 +34,8 @@ struct hv_cfg {
     char kernel[HV_CFG_PATH_MAX];
     char initrd[HV_CFG_PATH_MAX];
     char append[HV_CFG_ARGS_MAX];
+    bool panic_halt;                    /* panic=halt; default panic=reset */
+    int debug_fail;                     /* enum hv_force, default NONE */
 };
 
 /* line is 1-based; reason is a short token such as "unknown-key". */

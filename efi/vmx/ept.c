@@ -45,15 +45,19 @@ static int map_entry(uint64_t *e, int level, uint64_t pa)
     int t = mtrr_range_type(&mtrr, pa, size);
     uint64_t *next;
 
+    bool ro = hv_guest_readonly(pa, size);          /* the log ring (core/logring.c) */
+
     if (level == 1) {
         *e = prot ? 0 : pa | EPT_RWX | EPT_MT(t < 0 ? MT_UC : t);
+        if (ro)
+            *e &= ~2ull;
         if (holds_apic(pa, size)) {
             *e &= ~2ull;                           /* writes exit (smp.c) */
             apic_pte = e;
         }
         return 0;
     }
-    if (!prot && t >= 0 && leaf_ok[level] && !holds_apic(pa, size)) {
+    if (!prot && !ro && t >= 0 && leaf_ok[level] && !holds_apic(pa, size)) {
         *e = pa | EPT_RWX | EPT_MT(t) | EPT_LEAF;
         return 0;
     }
