@@ -7,6 +7,8 @@ on the serial console through the kernel log:
     GUEST-LINUX: userspace up cpus=<online>   (the kernel's online list: 0, 0-3)
     GUEST-LINUX: hvcheck: <line>          (only when /bin/hvcheck exists)
     GUEST-LINUX: hvcheck rc=<rc>
+    GUEST-LINUX: hvlog: <line>            (only when /bin/hvlog exists and EFI booted)
+    GUEST-LINUX: hvlog rc=<rc>
     GUEST-LINUX: done
 
 and then powers the machine off.
@@ -114,7 +116,41 @@ def build_hvcheck(root: Path = REPO_ROOT, out: Path | None = None,
     return out
 
 
+HVLOG_SRCS = (Path("efi/linux/hvlog.c"), Path("efi/lib/ring.c"))
+HVLOG_DEPS = (Path("efi/include/hv_ring.h"),)
+HVLOG_OUT = Path("build/linux/hvlog")
+
+
+def build_hvlog(root: Path = REPO_ROOT, out: Path | None = None, cc: str = "gcc") -> Path:
+    """Build efi/linux/hvlog.c (with the ring code it shares with the hypervisor,
+    efi/lib/ring.c) as a static x86-64 binary.  Cached like build_hvcheck."""
+    root = Path(root)
+    out = Path(out) if out else root / HVLOG_OUT
+    compiler = shutil.which(cc)
+    if not compiler:
+        raise LinuxError(f"{cc} not found: install gcc (python3 -m pytool.hostsetup)")
+    cmd = [compiler, *HVCHECK_CFLAGS, "-I", str(root / "efi/include"), "-o", str(out),
+           *(str(root / s) for s in HVLOG_SRCS)]
+    stamp = out.with_name(out.name + ".cmd")
+    try:
+        newest = max((root / p).stat().st_mtime_ns for p in HVLOG_SRCS + HVLOG_DEPS)
+        fresh = stamp.read_text() == shlex.join(cmd) and out.stat().st_mtime_ns >= newest
+    except OSError:
+        fresh = False
+    if fresh:
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stamp.unlink(missing_ok=True)
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise LinuxError(f"building hvlog failed: {shlex.join(cmd)}\n"
+                         f"{res.stdout}{res.stderr}".rstrip())
+    stamp.write_text(shlex.join(cmd))
+    return out
+
+
 MSR_MODULE = "kernel/arch/x86/kernel/msr.ko"   # /dev/cpu/N/msr, for hvcheck's MSR checks
+EFIVARFS_MODULE = "kernel/fs/efivarfs/efivarfs.ko"   # the HvLog variable, for hvlog
 
 
 def kernel_module(root: Path, module: str) -> Path:
@@ -135,7 +171,9 @@ def default_extra_files(root: Path = REPO_ROOT) -> dict[str, Path]:
     """What the default initramfs carries besides busybox: /bin/hvcheck, and the
     kernel's msr driver that hvcheck reads MSRs through."""
     return {"/bin/hvcheck": build_hvcheck(root),
-            "/lib/modules/msr.ko": kernel_module(root, MSR_MODULE)}
+            "/bin/hvlog": build_hvlog(root),
+            "/lib/modules/msr.ko": kernel_module(root, MSR_MODULE),
+            "/lib/modules/efivarfs.ko": kernel_module(root, EFIVARFS_MODULE)}
 
 
 # ----------------------------------------------------------------------------- cpio
@@ -247,6 +285,18 @@ if [ -x /bin/hvcheck ]; then
         esac
     done < /tmp/hvcheck.out
     say "GUEST-LINUX: hvcheck rc=$rc"
+fi
+
+# The hypervisor's log ring, found through its EFI variable (efi/linux/hvlog.c).
+if [ -x /bin/hvlog ] && [ -d /sys/firmware/efi ]; then
+    [ -f /lib/modules/efivarfs.ko ] && insmod /lib/modules/efivarfs.ko
+    mount -t efivarfs efivarfs /sys/firmware/efi/efivars
+    /bin/hvlog > /tmp/hvlog.out 2>&1
+    rc=$?
+    while IFS= read -r line; do
+        say "GUEST-LINUX: hvlog: $line"
+    done < /tmp/hvlog.out
+    say "GUEST-LINUX: hvlog rc=$rc"
 fi
 
 # The physical memory map as Linux uses it (top-level ranges only), so the host

@@ -21,7 +21,10 @@ enum hv_cfg_log { HV_CFG_LOG_ERROR = 0, HV_CFG_LOG_INFO, HV_CFG_LOG_DEBUG };
 enum hv_force {
     HV_FORCE_NONE = 0,
     HV_FORCE_PANIC,             /* hv_panic from the platform, before any VMX */
-    HV_FORCE_HOST_EXCEPTION,    /* a #UD in the host, on the BSP at prepare */
+    HV_FORCE_HOST_EXCEPTION,    /* a #UD in the host's first exit handler */
+    HV_FORCE_GUEST_CR0,         /* VMX: guest CR0.PE cleared: invalid guest state */
+    HV_FORCE_PIN_CTLS,          /* VMX: pin controls' must-be-1 bits cleared: VMfailValid */
+    HV_FORCE_UNEXPECTED_EXIT,   /* VMX: monitor trap flag set: exit reason 37 */
     HV_FORCE_COUNT
 };
 extern const char *const hv_force_names[HV_FORCE_COUNT];

@@ -61,6 +61,9 @@ const char *const hv_force_names[HV_FORCE_COUNT] = {
     [HV_FORCE_NONE] = "none",
     [HV_FORCE_PANIC] = "panic",
     [HV_FORCE_HOST_EXCEPTION] = "host-exception",
+    [HV_FORCE_GUEST_CR0] = "guest-cr0",
+    [HV_FORCE_PIN_CTLS] = "pin-controls",
+    [HV_FORCE_UNEXPECTED_EXIT] = "unexpected-exit",
 };
 
 static const struct key keys[] = {

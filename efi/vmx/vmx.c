@@ -391,6 +391,8 @@ static int vmx_cpu_prepare(struct hv_cpu *c)
         restore_crs(v);
         return -1;
     }
+    vmx_force_before_launch(c);                 /* debug-fail= only (vmx_report.c) */
+    vmx_entry_check_report(c, false);           /* names a check the launch would fail */
     c->guest = true;           /* from VMLAUNCH on; a failed launch fails the start */
     return 0;
 }
@@ -398,6 +400,8 @@ static int vmx_cpu_prepare(struct hv_cpu *c)
 static void vmx_launch_failed(struct hv_cpu *c, int rc)
 {
     vmx_check((enum vmx_result)rc, "vmlaunch");
+    if (rc == VMX_FAIL_VALID)
+        vmx_entry_check_report(c, true);
     vmx_off();
     restore_crs(&vmx_cpus[c->index]);
 }

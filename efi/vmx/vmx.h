@@ -98,6 +98,11 @@ bool vmx_can_leave_now(struct hv_cpu *c);
 void vmx_leave_parked(struct hv_cpu *c) __attribute__((noreturn));
 void vmx_guest_paging(struct hv_cpu *c, struct hv_guest_paging *p);
 
+/* vmx_report.c: the software VM-entry checker over the live VMCS, and the
+ * debug-fail= corruptions (hv_cfg.h).  Nonzero when a check failed. */
+int vmx_entry_check_report(struct hv_cpu *c, bool always);
+void vmx_force_before_launch(struct hv_cpu *c);
+
 /* vmx_entry.S */
 int vmx_launch(void);
 void vmx_exit_entry(void);

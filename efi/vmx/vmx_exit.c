@@ -498,6 +498,18 @@ static void exit_io(struct hv_cpu *c, uint64_t qual)
     vmx_skip_insn(c);
 }
 
+/* SDM 27.8: the basic reason (33 invalid guest state, 34 MSR loading, 41
+ * machine-check), the qualification (which MSR-load entry, else 0), then the
+ * software checker's name for what is wrong (vmx_report.c). */
+static __attribute__((noreturn, cold)) void vm_entry_failure(struct hv_cpu *c, uint32_t basic)
+{
+    uint64_t qual = vmcs_readnat(VMCS_EXIT_QUALIFICATION);
+
+    vmx_entry_check_report(c, true);
+    hv_panic(c, "vm-entry-failure reason=%u (%s) qual=%llx\n", basic, reason_name(basic),
+             (unsigned long long)qual);
+}
+
 /* ---- the dispatcher ----------------------------------------------------------------- */
 /* Called by the entry stub, which has saved every guest GPR: with the SysV
  * ABI RSI and RDI are scratch, so the hottest function saves two registers
@@ -510,8 +522,7 @@ __attribute__((sysv_abi)) void vmx_exit_handler(struct hv_regs *regs)
 
     c->regs = regs;
     if (reason & (1u << 31))                       /* VM-entry failure: first */
-        hv_panic(c, "vm-entry-failure %s qual=%llx\n", reason_name(basic),
-                 (unsigned long long)vmcs_readnat(VMCS_EXIT_QUALIFICATION));
+        vm_entry_failure(c, basic);
     if (basic >= EXIT_TABLE_SIZE || !exit_table[basic].name) {
         c->exits[HV_EXIT_OTHER]++;
         hv_panic(c, "unknown-exit reason=%u qual=%llx\n", basic,
@@ -534,7 +545,7 @@ __attribute__((sysv_abi)) void vmx_exit_handler(struct hv_regs *regs)
     else if (e->kind != HV_EXIT_OTHER)
         hv_handle_exit(c, e->kind);
     else
-        hv_panic(c, "%s qual=%llx\n", e->name,
+        hv_panic(c, "unexpected-exit reason=%u (%s) qual=%llx\n", basic, e->name,
                  (unsigned long long)vmcs_readnat(VMCS_EXIT_QUALIFICATION));
     if (hv_smp_pending(c))
         hv_smp_poll(c);                            /* other CPUs' requests, NMIs */

@@ -1,0 +1,170 @@
+"""The log ring (efi/lib/ring.c, efi/include/hv_ring.h) built for the host and
+driven through ctypes, and the Linux reader efi/linux/hvlog.c run on a ring file:
+the same C code the hypervisor and the tool run.
+"""
+from __future__ import annotations
+
+import ctypes
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pytool import linux
+
+ROOT = Path(__file__).resolve().parent.parent
+RING_SIZE = 16 * 4096
+HDR = 0x100
+REC = 0x20
+MAGIC = 0x3130474E49525648
+LINE_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.POINTER(ctypes.c_char), ctypes.c_size_t)
+
+
+class Stat(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_uint64) for n in
+                ("boot_id", "prev_boot_id", "first_seq", "next_seq", "records", "bad",
+                 "lines", "dropped")]
+
+
+@pytest.fixture(scope="module")
+def lib(tmp_path_factory):
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if not cc:
+        pytest.skip("no host C compiler")
+    out = tmp_path_factory.mktemp("ring") / "libring.so"
+    cmd = [cc, "-shared", "-fPIC", "-std=c11", "-Wall", "-Wextra", "-Werror", "-O1",
+           "-I", str(ROOT / "efi/include"), "-o", str(out), str(ROOT / "efi/lib/ring.c")]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    so = ctypes.CDLL(str(out))
+    so.hv_ring_init.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64,
+                                ctypes.c_uint64]
+    so.hv_ring_append.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
+    so.hv_ring_read.argtypes = [ctypes.c_void_p, ctypes.c_uint64, LINE_FN, ctypes.c_void_p,
+                                ctypes.POINTER(Stat)]
+    so.hv_ring_error_name.restype = ctypes.c_char_p
+    return so
+
+
+def new_ring(lib, size=RING_SIZE, boot_id=0x1234, prev=0):
+    buf = ctypes.create_string_buffer(size)
+    lib.hv_ring_init(buf, size, boot_id, prev)
+    return buf
+
+
+def read(lib, buf, size=None):
+    lines: list[str] = []
+
+    @LINE_FN
+    def on_line(ctx, text, n):
+        lines.append(ctypes.string_at(text, n).decode())
+
+    st = Stat()
+    err = lib.hv_ring_read(buf, size or len(buf), on_line, None, ctypes.byref(st))
+    return lib.hv_ring_error_name(err).decode(), lines, st
+
+
+def put(lib, buf, text: str):
+    b = text.encode()
+    lib.hv_ring_append(buf, b, len(b))
+
+
+def test_lines_round_trip_and_chunks_join(lib):
+    buf = new_ring(lib, prev=0x99)
+    put(lib, buf, "HV: start version=0.1.0 cpus=2\n")
+    put(lib, buf, "HV: panic ")                 # hv_panic writes a line in two calls
+    put(lib, buf, "forced debug-fail=panic\n")
+    put(lib, buf, "HV: no newline at the end")
+    err, lines, st = read(lib, buf)
+    assert err == "ok"
+    assert lines == ["HV: start version=0.1.0 cpus=2", "HV: panic forced debug-fail=panic",
+                     "HV: no newline at the end"]
+    assert (st.records, st.bad, st.first_seq, st.next_seq) == (4, 0, 0, 4)
+    assert (st.boot_id, st.prev_boot_id) == (0x1234, 0x99)
+
+
+def test_empty_and_garbage(lib):
+    assert read(lib, new_ring(lib))[0] == "empty"
+    assert read(lib, ctypes.create_string_buffer(RING_SIZE))[0] == "bad-magic"
+    buf = new_ring(lib)
+    buf[0x18] = b"\x55"                         # boot_id: header checksum
+    assert read(lib, buf)[0] == "bad-header-checksum"
+    assert read(lib, new_ring(lib), size=RING_SIZE // 2)[0] == "bad-size"
+
+
+def test_wraps_dropping_the_oldest(lib):
+    size = HDR + 4096
+    buf = new_ring(lib, size=size)
+    for i in range(500):
+        put(lib, buf, f"HV: line {i:04d} {'x' * (i % 37)}\n")
+    err, lines, st = read(lib, buf)
+    assert err == "ok" and st.bad == 0
+    assert lines[-1].startswith("HV: line 0499")
+    first = int(lines[0].split()[2])
+    assert lines == [l for l in lines if l.startswith("HV: line")]
+    assert [int(l.split()[2]) for l in lines] == list(range(first, 500))
+    assert st.dropped == first and st.records == 500 - first
+    assert 40 < st.records < 120                # about 4 KiB of records survive
+
+
+def test_corrupt_record_is_counted_and_skipped(lib):
+    buf = new_ring(lib)
+    put(lib, buf, "HV: one\n")
+    put(lib, buf, "HV: two\n")
+    put(lib, buf, "HV: three\n")
+    second = HDR + ((REC + len("HV: one\n") + 7) & ~7)
+    buf[second + REC] = b"X"                    # a flipped text byte: checksum fails
+    err, lines, st = read(lib, buf)
+    assert err == "ok" and lines == ["HV: one", "HV: three"] and st.bad == 1
+
+
+def test_record_of_another_boot_is_rejected(lib):
+    buf = new_ring(lib, boot_id=1)
+    put(lib, buf, "HV: old\n")
+    raw = bytearray(buf.raw)
+    struct.pack_into("<Q", raw, HDR + 0x10, 2)  # record's boot ID no longer matches
+    err, lines, st = read(lib, ctypes.create_string_buffer(bytes(raw), len(raw)))
+    assert err == "empty" and lines == [] and st.bad == 1
+
+
+@pytest.fixture(scope="module")
+def hvlog(tmp_path_factory):
+    if not shutil.which("gcc"):
+        pytest.skip("no gcc")
+    return linux.build_hvlog(out=tmp_path_factory.mktemp("hvlog") / "hvlog")
+
+
+def ring_files(tmp_path, lib, texts, phys=0x3000):
+    buf = new_ring(lib, boot_id=0xABCDEF)
+    for t in texts:
+        put(lib, buf, t)
+    mem = tmp_path / "mem"
+    mem.write_bytes(b"\0" * phys + buf.raw)
+    var = tmp_path / "var"
+    var.write_bytes(struct.pack("<IQQQ", 7, MAGIC, phys, RING_SIZE))
+    return var, mem
+
+
+def test_hvlog_prints_the_ring(tmp_path, lib, hvlog):
+    var, mem = ring_files(tmp_path, lib, ["HV: start version=0.1.0 cpus=1\n",
+                                          "HV: stats cpu=0 cpuid=5\n", "HV: ready cpus=1\n"])
+    p = subprocess.run([hvlog, "--var", var, "--mem", mem], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines() == ["HV: start version=0.1.0 cpus=1",
+                                     "HV: stats cpu=0 cpuid=5", "HV: ready cpus=1"]
+    assert "hvlog: ring=3000 boot-id=0000000000abcdef records=3 bad=0 dropped=0" in p.stderr
+    p = subprocess.run([hvlog, "--stats", "--var", var, "--mem", mem], capture_output=True,
+                       text=True)
+    assert p.returncode == 0 and p.stdout == "HV: stats cpu=0 cpuid=5\n"
+
+
+def test_hvlog_says_why_it_found_nothing(tmp_path, lib, hvlog):
+    p = subprocess.run([hvlog, "--var", tmp_path / "none"], capture_output=True, text=True)
+    assert p.returncode == 1 and "hvlog: no ring variable" in p.stderr
+    var, mem = ring_files(tmp_path, lib, [])
+    p = subprocess.run([hvlog, "--var", var, "--mem", mem], capture_output=True, text=True)
+    assert p.returncode == 1 and "unusable: empty" in p.stderr
+    p = subprocess.run([hvlog, "--bogus"], capture_output=True, text=True)
+    assert p.returncode == 2 and "usage:" in p.stderr
