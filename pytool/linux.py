@@ -11,7 +11,7 @@ on the serial console through the kernel log:
     GUEST-LINUX: hvlog rc=<rc>
     GUEST-LINUX: done
 
-and then powers the machine off.
+and then powers the machine off (reboots it with `hvtest=reboot` on the command line).
 """
 from __future__ import annotations
 
@@ -310,13 +310,17 @@ done < /proc/iomem
 
 say "GUEST-LINUX: done"
 sleep 1
+# hvtest=reboot: end with a reboot (the kernel's reboot= picks how) instead.
+case " $(cat /proc/cmdline) " in
+    *" hvtest=reboot "*) reboot -f ;;
+esac
 poweroff -f
 """
 
 # Applets the init script runs as commands (echo, [ and read are ash builtins, but the
 # symlinks cost nothing and help when someone drops into the shell).
 APPLETS = ("sh", "mount", "mkdir", "cat", "echo", "sleep", "poweroff", "ls", "dmesg",
-           "[", "test", "insmod")
+           "[", "test", "insmod", "reboot")
 
 
 def _is_static_elf(path: Path) -> bool:

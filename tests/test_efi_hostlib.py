@@ -27,6 +27,8 @@ class Cfg(ctypes.Structure):
         ("kernel", ctypes.c_char * PATH_MAX),
         ("initrd", ctypes.c_char * PATH_MAX),
         ("append", ctypes.c_char * ARGS_MAX),
+        ("panic_halt", ctypes.c_bool),          # panic= and debug-fail=: tests/test_ring.py
+        ("debug_fail", ctypes.c_int),
     ]
 
 

@@ -168,3 +168,72 @@ def test_hvlog_says_why_it_found_nothing(tmp_path, lib, hvlog):
     assert p.returncode == 1 and "unusable: empty" in p.stderr
     p = subprocess.run([hvlog, "--bogus"], capture_output=True, text=True)
     assert p.returncode == 2 and "usage:" in p.stderr
+
+
+# ---- hv.cfg keys of issue 9 and the DSDT sleep-type scan (pure C, host builds) ----
+
+def build_so(tmp_path, name, sources, defines=()):
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if not cc:
+        pytest.skip("no host C compiler")
+    out = tmp_path / f"lib{name}.so"
+    cmd = [cc, "-shared", "-fPIC", "-std=c11", "-Wall", "-Wextra", "-Werror",
+           "-Wno-unused-parameter", "-O1", *defines, "-I", str(ROOT / "efi/include"),
+           "-o", str(out), *(str(ROOT / s) for s in sources)]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    return ctypes.CDLL(str(out))
+
+
+class Cfg(ctypes.Structure):
+    _fields_ = [("hypervisor", ctypes.c_bool), ("log", ctypes.c_int),
+                ("next", ctypes.c_char * 256), ("args", ctypes.c_char * 1024),
+                ("kernel", ctypes.c_char * 256), ("initrd", ctypes.c_char * 256),
+                ("append", ctypes.c_char * 1024), ("panic_halt", ctypes.c_bool),
+                ("debug_fail", ctypes.c_int)]
+
+
+ERR_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint, ctypes.c_char_p)
+
+
+def parse_cfg(so, text: bytes):
+    cfg, errors = Cfg(), []
+
+    @ERR_FN
+    def on_err(ctx, line, reason):
+        errors.append((line, reason.decode()))
+
+    so.hv_cfg_defaults(ctypes.byref(cfg))
+    so.hv_cfg_parse(text, len(text), ctypes.byref(cfg), on_err, None)
+    return cfg, errors
+
+
+@pytest.mark.parametrize("debug", [0, 1])
+def test_panic_and_debug_fail_keys(tmp_path, debug):
+    so = build_so(tmp_path, f"cfg{debug}", ["efi/platform/hvcfg.c"], [f"-DHV_DEBUG={debug}"])
+    cfg, errors = parse_cfg(so, b"")
+    assert (cfg.panic_halt, cfg.debug_fail, errors) == (False, 0, [])     # panic=reset
+    cfg, errors = parse_cfg(so, b"panic=halt\ndebug-fail=guest-cr0\n")
+    assert cfg.panic_halt is True
+    if debug:
+        assert errors == [] and cfg.debug_fail == 3
+    else:                                       # RELEASE refuses the key: one clear line
+        assert errors == [(2, "debug-build-only")] and cfg.debug_fail == 0
+    cfg, errors = parse_cfg(so, b"panic=sometimes\ndebug-fail=everything\n")
+    assert cfg.panic_halt is False and cfg.debug_fail == 0
+    assert errors == [(1, "bad-value"), (2, "bad-value" if debug else "debug-build-only")]
+
+
+def test_dsdt_sleep_types(tmp_path):
+    so = build_so(tmp_path, "aml", ["efi/platform/aml_sleep.c"])
+    so.hv_aml_sleep_type.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint]
+    # acpi-shim's: NameOp "\_S5_" PackageOp PkgLength NumElements {Zero, Zero, 0, 0}
+    shim = b"\x08\\_S5_\x12\x06\x04\x00\x00\x00\x00"
+    assert so.hv_aml_sleep_type(shim, len(shim), 5) == 0
+    assert so.hv_aml_sleep_type(shim, len(shim), 3) == -1
+    # QEMU q35 style: Name (_S3, Package (0x04) {One, One, Zero, Zero}), _S5 with BytePrefix
+    q35 = (b"\x10\x20\\_SB_" + b"\x08_S3_\x12\x06\x04\x01\x01\x00\x00" +
+           b"\x08_S5_\x12\x08\x04\x0a\x07\x0a\x07\x00\x00")
+    assert so.hv_aml_sleep_type(q35, len(q35), 3) == 1
+    assert so.hv_aml_sleep_type(q35, len(q35), 5) == 7
+    assert so.hv_aml_sleep_type(b"_S3_", 4, 3) == -1       # no NameOp, too short

@@ -224,6 +224,9 @@ int64_t hv_hc_ring_append(struct hv_cpu *c);
 void hv_ring_vendor(bool svm);          /* original image, before the launch */
 void hv_ring_guest_mode(void);          /* original image, on the BSP as a guest */
 
+/* ---- sleep.c: "S3", "S5" or "unknown" for a PM1a_CNT value with SLP_EN ---- */
+const char *hv_sleep_state(uint32_t pm1_cnt);
+
 /* ---- hypercall.c ---------------------------------------------------------- */
 void hv_hypercall(struct hv_cpu *c);
 

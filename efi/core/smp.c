@@ -418,7 +418,12 @@ void hv_pm1a_write(struct hv_cpu *c, uint32_t val, unsigned size)
     if (val & (1u << 13)) {                        /* SLP_EN (ACPI 6.5 4.8.3.2.1) */
         for (size_t i = 0; i < hv_cpu_total; i++)
             hv_print_stats(hv_cpus[i]);
-        hv_log("HV: poweroff cpu=%u pm1a-cnt=%x value=%x\n", c->index, hv_pm1a_cnt_port, val);
+        if (hv_sleep_state(val)[1] == '3')
+            hv_log("HV: sleep state=S3 cpu=%u pm1a-cnt=%x value=%x: the hypervisor ends "
+                   "here; the CPUs resume without it\n", c->index, hv_pm1a_cnt_port, val);
+        else
+            hv_log("HV: poweroff cpu=%u pm1a-cnt=%x value=%x state=%s\n", c->index,
+                   hv_pm1a_cnt_port, val, hv_sleep_state(val));
     }
     port_out(hv_pm1a_cnt_port, size, val);
 }

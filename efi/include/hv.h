@@ -58,6 +58,10 @@ void hv_fail_stop(const char *why) __attribute__((noreturn));
 void hv_platform_reset(const char *why) __attribute__((noreturn));
 void hv_panic_platform(const char *what) __attribute__((noreturn));
 
+/* ---- ACPI sleep (efi/core/sleep.c) -------------------------------------- */
+/* SLP_TYPa of \_S3 and \_S5 from the DSDT (-1: none), before vmm_start. */
+void hv_set_sleep_types(int s3, int s5);
+
 /* ---- core entry (efi/core/vmm.c) --------------------------------------- */
 /* Virtualizes every processor.  Returns 0 when all CPUs run as guests, or
  * a negative value after printing `HV: skip reason=...` (fail open) or

@@ -24,7 +24,7 @@ enum hv_force {
     HV_FORCE_HOST_EXCEPTION,    /* a #UD in the host's first exit handler */
     HV_FORCE_GUEST_CR0,         /* VMX: guest CR0.PE cleared: invalid guest state */
     HV_FORCE_PIN_CTLS,          /* VMX: pin controls' must-be-1 bits cleared: VMfailValid */
-    HV_FORCE_UNEXPECTED_EXIT,   /* VMX: monitor trap flag set: exit reason 37 */
+    HV_FORCE_UNEXPECTED_EXIT,   /* VMX: RDTSC exiting set: exit reason 16 */
     HV_FORCE_COUNT
 };
 extern const char *const hv_force_names[HV_FORCE_COUNT];
@@ -40,6 +40,9 @@ struct hv_cfg {
     bool panic_halt;                    /* panic=halt; default panic=reset */
     int debug_fail;                     /* enum hv_force, default NONE */
 };
+
+/* efi/platform/aml_sleep.c: SLP_TYPa of \_S<state> in DSDT AML, -1: none. */
+int hv_aml_sleep_type(const unsigned char *aml, size_t len, unsigned state);
 
 /* line is 1-based; reason is a short token such as "unknown-key". */
 typedef void (*hv_cfg_error_fn)(void *ctx, unsigned line, const char *reason);

@@ -43,6 +43,24 @@ static const struct sdt_header *find_fadt(void)
     return NULL;
 }
 
+/* SLP_TYPa of \_S3 and \_S5 for the core's sleep-state report (sleep.c). */
+void plat_acpi_sleep_types(void)
+{
+    const struct sdt_header *f = find_fadt(), *dsdt = NULL;
+    const uint8_t *b = (const uint8_t *)f;
+    int s3 = -1, s5 = -1;
+
+    if (f && f->length >= 148 && *(const uint64_t *)(b + 140))
+        dsdt = (const void *)(uintptr_t)*(const uint64_t *)(b + 140);     /* X_DSDT */
+    else if (f && f->length >= 44)
+        dsdt = (const void *)(uintptr_t)*(const uint32_t *)(b + 40);      /* DSDT */
+    if (dsdt && !memcmp(dsdt->sig, "DSDT", 4) && dsdt->length > sizeof(*dsdt)) {
+        s3 = hv_aml_sleep_type((const uint8_t *)(dsdt + 1), dsdt->length - sizeof(*dsdt), 3);
+        s5 = hv_aml_sleep_type((const uint8_t *)(dsdt + 1), dsdt->length - sizeof(*dsdt), 5);
+    }
+    hv_set_sleep_types(s3, s5);
+}
+
 bool plat_acpi_reset_reg(struct hv_reset_reg *out)
 {
     const struct sdt_header *f = find_fadt();

@@ -49,6 +49,7 @@ static void fail_policy(const struct hv_cfg *cfg)
         hv_log("HV: debug-fail name=%s armed\n", hv_force_names[force]);
     }
     hv_set_fail_policy(cfg->panic_halt, force, have_rr ? &rr : NULL);
+    plat_acpi_sleep_types();
     if (hv_force(HV_FORCE_PANIC))
         hv_panic_platform("forced debug-fail=panic");
 }

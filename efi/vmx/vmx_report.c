@@ -11,7 +11,7 @@
 #include "hv_cfg.h"
 #include "hv_lib.h"
 
-#define PROC_MTF (1u << 27)            /* monitor trap flag: an exit we never expect */
+#define PROC_RDTSC_EXITING (1u << 12)  /* an exit we never ask for, so never expect */
 
 static uint64_t rd(uint32_t enc)
 {
@@ -134,8 +134,7 @@ void vmx_force_before_launch(struct hv_cpu *c)
         hv_log("HV: debug-fail corrupts ctls.pin: sets bit %d, not allowed to be 1\n", b);
         vmx_write(VMCS_PIN_CTLS.enc, rd(VMCS_PIN_CTLS.enc) | (1ull << b));
     } else if (hv_force(HV_FORCE_UNEXPECTED_EXIT)) {
-        hv_log("HV: debug-fail sets proc.monitor-trap-flag: exit reason 37 after one "
-               "instruction\n");
-        vmx_write(VMCS_PROC_CTLS.enc, rd(VMCS_PROC_CTLS.enc) | PROC_MTF);
+        hv_log("HV: debug-fail sets proc.rdtsc-exiting: the next RDTSC exits (reason 16)\n");
+        vmx_write(VMCS_PROC_CTLS.enc, rd(VMCS_PROC_CTLS.enc) | PROC_RDTSC_EXITING);
     }
 }
