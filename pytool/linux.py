@@ -97,11 +97,16 @@ def build_hvcheck(root: Path = REPO_ROOT, out: Path | None = None,
     if not compiler:
         raise LinuxError(f"{cc} not found: install gcc (python3 -m pytool.hostsetup)")
     cmd = [compiler, *HVCHECK_CFLAGS, f'-DHV_SIGNATURE="{sig}"', "-o", str(out), str(src)]
+    return _cached_build(cmd, out, [src, root / HV_CORE_H], "hvcheck")
+
+
+def _cached_build(cmd: list[str], out: Path, deps: list[Path], what: str) -> Path:
+    """Run the compiler command `cmd` unless `out` is newer than every dependency and a
+    stamp file beside it records the same command."""
     stamp = out.with_name(out.name + ".cmd")
     try:
         fresh = (stamp.read_text() == shlex.join(cmd) and
-                 out.stat().st_mtime_ns >= max(src.stat().st_mtime_ns,
-                                               (root / HV_CORE_H).stat().st_mtime_ns))
+                 out.stat().st_mtime_ns >= max(p.stat().st_mtime_ns for p in deps))
     except OSError:
         fresh = False
     if fresh:
@@ -110,7 +115,7 @@ def build_hvcheck(root: Path = REPO_ROOT, out: Path | None = None,
     stamp.unlink(missing_ok=True)
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
-        raise LinuxError(f"building hvcheck failed: {shlex.join(cmd)}\n"
+        raise LinuxError(f"building {what} failed: {shlex.join(cmd)}\n"
                          f"{res.stdout}{res.stderr}".rstrip())
     stamp.write_text(shlex.join(cmd))
     return out
@@ -131,22 +136,7 @@ def build_hvlog(root: Path = REPO_ROOT, out: Path | None = None, cc: str = "gcc"
         raise LinuxError(f"{cc} not found: install gcc (python3 -m pytool.hostsetup)")
     cmd = [compiler, *HVCHECK_CFLAGS, "-I", str(root / "efi/include"), "-o", str(out),
            *(str(root / s) for s in HVLOG_SRCS)]
-    stamp = out.with_name(out.name + ".cmd")
-    try:
-        newest = max((root / p).stat().st_mtime_ns for p in HVLOG_SRCS + HVLOG_DEPS)
-        fresh = stamp.read_text() == shlex.join(cmd) and out.stat().st_mtime_ns >= newest
-    except OSError:
-        fresh = False
-    if fresh:
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stamp.unlink(missing_ok=True)
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    if res.returncode != 0:
-        raise LinuxError(f"building hvlog failed: {shlex.join(cmd)}\n"
-                         f"{res.stdout}{res.stderr}".rstrip())
-    stamp.write_text(shlex.join(cmd))
-    return out
+    return _cached_build(cmd, out, [root / p for p in HVLOG_SRCS + HVLOG_DEPS], "hvlog")
 
 
 MSR_MODULE = "kernel/arch/x86/kernel/msr.ko"   # /dev/cpu/N/msr, for hvcheck's MSR checks

@@ -14,6 +14,8 @@ import pytest
 
 from pytool import linux
 
+from hostbuild import build_so
+
 ROOT = Path(__file__).resolve().parent.parent
 RING_SIZE = 16 * 4096
 HDR = 0x100
@@ -30,15 +32,7 @@ class Stat(ctypes.Structure):
 
 @pytest.fixture(scope="module")
 def lib(tmp_path_factory):
-    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if not cc:
-        pytest.skip("no host C compiler")
-    out = tmp_path_factory.mktemp("ring") / "libring.so"
-    cmd = [cc, "-shared", "-fPIC", "-std=c11", "-Wall", "-Wextra", "-Werror", "-O1",
-           "-I", str(ROOT / "efi/include"), "-o", str(out), str(ROOT / "efi/lib/ring.c")]
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    assert p.returncode == 0, p.stderr
-    so = ctypes.CDLL(str(out))
+    so = build_so(tmp_path_factory.mktemp("ring"), "ring", ["efi/lib/ring.c"])
     so.hv_ring_init.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64,
                                 ctypes.c_uint64]
     so.hv_ring_append.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
@@ -171,19 +165,6 @@ def test_hvlog_says_why_it_found_nothing(tmp_path, lib, hvlog):
 
 
 # ---- hv.cfg keys of issue 9 and the DSDT sleep-type scan (pure C, host builds) ----
-
-def build_so(tmp_path, name, sources, defines=()):
-    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if not cc:
-        pytest.skip("no host C compiler")
-    out = tmp_path / f"lib{name}.so"
-    cmd = [cc, "-shared", "-fPIC", "-std=c11", "-Wall", "-Wextra", "-Werror",
-           "-Wno-unused-parameter", "-O1", *defines, "-I", str(ROOT / "efi/include"),
-           "-o", str(out), *(str(ROOT / s) for s in sources)]
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    assert p.returncode == 0, p.stderr
-    return ctypes.CDLL(str(out))
-
 
 class Cfg(ctypes.Structure):
     _fields_ = [("hypervisor", ctypes.c_bool), ("log", ctypes.c_int),

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import ctypes
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
+
+from hostbuild import build_so
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADER = ROOT / "efi/vmx/vmx_check.h"
@@ -33,16 +33,8 @@ class State(ctypes.Structure):
 
 @pytest.fixture(scope="module")
 def lib(tmp_path_factory):
-    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if not cc:
-        pytest.skip("no host C compiler")
-    out = tmp_path_factory.mktemp("vmxcheck") / "libvmxcheck.so"
-    cmd = [cc, "-shared", "-fPIC", "-std=c11", "-Wall", "-Wextra", "-Werror",
-           "-Wno-unused-parameter", "-O1", "-I", str(ROOT / "efi/include"), "-o", str(out),
-           str(ROOT / "efi/vmx/vmx_check.c"), str(ROOT / "efi/lib/fmt.c")]
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    assert p.returncode == 0, p.stderr
-    so = ctypes.CDLL(str(out))
+    so = build_so(tmp_path_factory.mktemp("vmxcheck"), "vmxcheck",
+                  ["efi/vmx/vmx_check.c", "efi/lib/fmt.c"])
     so.vmx_entry_check.argtypes = [ctypes.POINTER(State), ctypes.c_char_p, ctypes.c_size_t]
     return so
 
