@@ -31,8 +31,33 @@ static void io_delay(void)
         inb(0x80);
 }
 
+/* PCI configuration mechanism #1 (PCI Local Bus 3.0 3.2.2.3.2). */
+static uint32_t pci_read32(unsigned dev, unsigned fn, unsigned off)
+{
+    outl(0xCF8, 0x80000000u | (dev << 11) | (fn << 8) | (off & 0xFC));
+    return inl(0xCFC);
+}
+
+static void pci_write32(unsigned dev, unsigned fn, unsigned off, uint32_t v)
+{
+    outl(0xCF8, 0x80000000u | (dev << 11) | (fn << 8) | (off & 0xFC));
+    outl(0xCFC, v);
+}
+
+/* Quirk: a PIIX4 power-management function (8086:7113, 00:01.3) whose I/O
+ * space enable (PMREGMISC bit 0) survives a reset that clears its base
+ * (Bochs 2.7) leaves the firmware timing against port 8 for ever; clearing
+ * the enable makes the firmware program both again.  A real reset clears
+ * both, so this changes nothing on hardware. */
+static void piix4_pm_quirk(void)
+{
+    if (pci_read32(1, 3, 0) == 0x71138086u)
+        pci_write32(1, 3, 0x80, pci_read32(1, 3, 0x80) & ~1u);
+}
+
 __attribute__((noreturn)) void hv_platform_reset(const char *why)
 {
+    piix4_pm_quirk();
     if (acpi_reset.space == 1 || (acpi_reset.space == 0 && acpi_reset.addr)) {
         hv_log("HV: reset reason=%s via=acpi %s=%llx value=%x\n", why,
                acpi_reset.space == 1 ? "port" : "mmio",

@@ -67,51 +67,70 @@ static void print_prev_line(void *ctx, const char *text, size_t len)
 }
 
 /* Returns the previous ring's pages when we could take them (NULL if not). */
-static struct hv_ring_hdr *previous_boot(void)
+/* The ring pages the variable names, taken with AllocateAddress; NULL (and
+ * *why set) when there is no usable variable or the pages are not free. */
+static struct hv_ring_hdr *pages_from_variable(const char **why)
 {
     EFI_RUNTIME_SERVICES *rt = plat_st->RuntimeServices;
     struct hv_ring_var var;
     UINTN size = sizeof(var);
     UINT32 attrs = 0;
     EFI_PHYSICAL_ADDRESS addr;
-    struct hv_ring_stat st;
     EFI_STATUS s;
-    int err;
 
     s = rt->GetVariable(var_name, &ring_guid, &attrs, &size, &var);
-    if (s == EFI_NOT_FOUND) {
-        hv_log("HV: previous-boot none reason=no-variable\n");
-        return NULL;
-    }
     if (EFI_ERROR(s) || size != sizeof(var) || var.magic != HV_RING_MAGIC ||
         var.size != HV_RING_PAGES * 4096ull || (var.phys & 0xFFF) || !var.phys) {
-        hv_log("HV: previous-boot none reason=bad-variable status=%s\n",
-               efi_status_name(s));
+        *why = s == EFI_NOT_FOUND ? "no-variable" : "bad-variable";
         return NULL;
     }
     addr = var.phys;
     s = plat_bs->AllocatePages(AllocateAddress, EfiRuntimeServicesData, HV_RING_PAGES,
                                &addr);
     if (EFI_ERROR(s)) {
-        hv_log("HV: previous-boot none reason=ring-memory-in-use ring=%llx status=%s\n",
-               (unsigned long long)var.phys, efi_status_name(s));
+        *why = "ring-memory-in-use";
         return NULL;
     }
-    err = hv_ring_read((const void *)(uintptr_t)addr, var.size, NULL, NULL, &st);
-    if (err) {
-        hv_log("HV: previous-boot none reason=%s ring=%llx word=%llx\n",
-               hv_ring_error_name(err), (unsigned long long)addr,
-               (unsigned long long)*(const uint64_t *)(uintptr_t)addr);
-    } else {
-        prev_boot_id = st.boot_id;
-        hv_log("HV: previous-boot ring=%llx boot-id=%016llx records=%llu bad=%llu "
-               "dropped=%llu\n", (unsigned long long)addr, (unsigned long long)st.boot_id,
-               (unsigned long long)st.records, (unsigned long long)st.bad,
-               (unsigned long long)st.dropped);
-        hv_ring_read((const void *)(uintptr_t)addr, var.size, print_prev_line, NULL, &st);
-        hv_log("HV: previous-boot end lines=%llu\n", (unsigned long long)st.lines);
-    }
     return (struct hv_ring_hdr *)(uintptr_t)addr;
+}
+
+static struct hv_ring_hdr *ring_alloc(void);
+
+/* Finds, checks and prints the previous boot's ring.  Through the variable;
+ * where that did not survive the reset (OVMF on Bochs keeps variables in
+ * RAM it re-creates), in the pages the ring allocation policy gives again,
+ * which a deterministic firmware hands out unchanged.  The magic, header
+ * checksum and per-record checksums and boot ID make a chance match
+ * impossible in practice.  Returns the pages for this boot's ring. */
+static struct hv_ring_hdr *previous_boot(void)
+{
+    const char *why = NULL, *found = "variable";
+    struct hv_ring_hdr *r = pages_from_variable(&why);
+    struct hv_ring_stat st;
+    int err;
+
+    if (!r && strcmp(why, "ring-memory-in-use")) {
+        r = ring_alloc();
+        found = "memory";
+    }
+    if (!r) {
+        hv_log("HV: previous-boot none reason=%s\n", why);
+        return NULL;
+    }
+    err = hv_ring_read(r, HV_RING_PAGES * 4096ull, NULL, NULL, &st);
+    if (err) {
+        hv_log("HV: previous-boot none reason=%s ring=%llx\n",
+               why ? why : hv_ring_error_name(err), (unsigned long long)(uintptr_t)r);
+        return r;
+    }
+    prev_boot_id = st.boot_id;
+    hv_log("HV: previous-boot ring=%llx boot-id=%016llx records=%llu bad=%llu dropped=%llu "
+           "found=%s\n", (unsigned long long)(uintptr_t)r, (unsigned long long)st.boot_id,
+           (unsigned long long)st.records, (unsigned long long)st.bad,
+           (unsigned long long)st.dropped, found);
+    hv_ring_read(r, HV_RING_PAGES * 4096ull, print_prev_line, NULL, &st);
+    hv_log("HV: previous-boot end lines=%llu\n", (unsigned long long)st.lines);
+    return r;
 }
 
 static void publish(struct hv_ring_hdr *r)
