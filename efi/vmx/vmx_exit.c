@@ -572,6 +572,7 @@ void vmx_resume_failed(void)
     struct hv_cpu *c = this_cpu();
 
     vmx_check(VMX_FAIL_VALID, "vmresume");
+    vmx_entry_check_report(c, true);
     hv_panic(c, "vmresume-failed\n");
 }
 
