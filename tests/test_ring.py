@@ -218,3 +218,16 @@ def test_dsdt_sleep_types(tmp_path):
     assert so.hv_aml_sleep_type(q35, len(q35), 3) == 1
     assert so.hv_aml_sleep_type(q35, len(q35), 5) == 7
     assert so.hv_aml_sleep_type(b"_S3_", 4, 3) == -1       # no NameOp, too short
+
+
+def test_sleep_state_of_a_pm1a_write(tmp_path):
+    """efi/core/sleep.c: SLP_TYP (PM1a_CNT bits 12:10) against the DSDT's \\_S3/\\_S5."""
+    so = build_so(tmp_path, "sleep", ["efi/core/sleep.c"])
+    so.hv_sleep_state.restype = ctypes.c_char_p
+    so.hv_set_sleep_types(1, 0)                 # QEMU q35: \_S3 = 1, \_S5 = 0
+    slp_en = 1 << 13
+    assert so.hv_sleep_state(slp_en | (1 << 10) | 1) == b"S3"
+    assert so.hv_sleep_state(slp_en | 1) == b"S5"
+    assert so.hv_sleep_state(slp_en | (5 << 10)) == b"unknown"
+    so.hv_set_sleep_types(-1, 0)                # Bochs (acpi-shim): no \_S3
+    assert so.hv_sleep_state(slp_en | (1 << 10)) == b"unknown"
