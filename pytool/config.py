@@ -72,6 +72,7 @@ _SCENARIO = {
     "expect": (ListOf(Pattern), False, []),
     "ordered": (bool, False, True),
     "forbid": (ListOf(Pattern), False, []),
+    "allow": (ListOf(str), False, []),   # defaults.forbid entries this scenario expects
     "timeout": ((int, float), False, 120),
     "guest_ends": (bool, False, False),  # the guest itself must end the run
     "release": (bool, False, False),

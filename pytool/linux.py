@@ -7,9 +7,11 @@ on the serial console through the kernel log:
     GUEST-LINUX: userspace up cpus=<online>   (the kernel's online list: 0, 0-3)
     GUEST-LINUX: hvcheck: <line>          (only when /bin/hvcheck exists)
     GUEST-LINUX: hvcheck rc=<rc>
+    GUEST-LINUX: hvlog: <line>            (only when /bin/hvlog exists and EFI booted)
+    GUEST-LINUX: hvlog rc=<rc>
     GUEST-LINUX: done
 
-and then powers the machine off.
+and then powers the machine off (reboots it with `hvtest=reboot` on the command line).
 """
 from __future__ import annotations
 
@@ -95,11 +97,16 @@ def build_hvcheck(root: Path = REPO_ROOT, out: Path | None = None,
     if not compiler:
         raise LinuxError(f"{cc} not found: install gcc (python3 -m pytool.hostsetup)")
     cmd = [compiler, *HVCHECK_CFLAGS, f'-DHV_SIGNATURE="{sig}"', "-o", str(out), str(src)]
+    return _cached_build(cmd, out, [src, root / HV_CORE_H], "hvcheck")
+
+
+def _cached_build(cmd: list[str], out: Path, deps: list[Path], what: str) -> Path:
+    """Run the compiler command `cmd` unless `out` is newer than every dependency and a
+    stamp file beside it records the same command."""
     stamp = out.with_name(out.name + ".cmd")
     try:
         fresh = (stamp.read_text() == shlex.join(cmd) and
-                 out.stat().st_mtime_ns >= max(src.stat().st_mtime_ns,
-                                               (root / HV_CORE_H).stat().st_mtime_ns))
+                 out.stat().st_mtime_ns >= max(p.stat().st_mtime_ns for p in deps))
     except OSError:
         fresh = False
     if fresh:
@@ -108,13 +115,32 @@ def build_hvcheck(root: Path = REPO_ROOT, out: Path | None = None,
     stamp.unlink(missing_ok=True)
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
-        raise LinuxError(f"building hvcheck failed: {shlex.join(cmd)}\n"
+        raise LinuxError(f"building {what} failed: {shlex.join(cmd)}\n"
                          f"{res.stdout}{res.stderr}".rstrip())
     stamp.write_text(shlex.join(cmd))
     return out
 
 
+HVLOG_SRCS = (Path("efi/linux/hvlog.c"), Path("efi/lib/ring.c"))
+HVLOG_DEPS = (Path("efi/include/hv_ring.h"),)
+HVLOG_OUT = Path("build/linux/hvlog")
+
+
+def build_hvlog(root: Path = REPO_ROOT, out: Path | None = None, cc: str = "gcc") -> Path:
+    """Build efi/linux/hvlog.c (with the ring code it shares with the hypervisor,
+    efi/lib/ring.c) as a static x86-64 binary.  Cached like build_hvcheck."""
+    root = Path(root)
+    out = Path(out) if out else root / HVLOG_OUT
+    compiler = shutil.which(cc)
+    if not compiler:
+        raise LinuxError(f"{cc} not found: install gcc (python3 -m pytool.hostsetup)")
+    cmd = [compiler, *HVCHECK_CFLAGS, "-I", str(root / "efi/include"), "-o", str(out),
+           *(str(root / s) for s in HVLOG_SRCS)]
+    return _cached_build(cmd, out, [root / p for p in HVLOG_SRCS + HVLOG_DEPS], "hvlog")
+
+
 MSR_MODULE = "kernel/arch/x86/kernel/msr.ko"   # /dev/cpu/N/msr, for hvcheck's MSR checks
+EFIVARFS_MODULE = "kernel/fs/efivarfs/efivarfs.ko"   # the HvLog variable, for hvlog
 
 
 def kernel_module(root: Path, module: str) -> Path:
@@ -135,7 +161,9 @@ def default_extra_files(root: Path = REPO_ROOT) -> dict[str, Path]:
     """What the default initramfs carries besides busybox: /bin/hvcheck, and the
     kernel's msr driver that hvcheck reads MSRs through."""
     return {"/bin/hvcheck": build_hvcheck(root),
-            "/lib/modules/msr.ko": kernel_module(root, MSR_MODULE)}
+            "/bin/hvlog": build_hvlog(root),
+            "/lib/modules/msr.ko": kernel_module(root, MSR_MODULE),
+            "/lib/modules/efivarfs.ko": kernel_module(root, EFIVARFS_MODULE)}
 
 
 # ----------------------------------------------------------------------------- cpio
@@ -264,6 +292,17 @@ case " $(cat /proc/cmdline) " in
         say "GUEST-LINUX: sysrq-nmi backtraces=$n cpus=$(cat /sys/devices/system/cpu/online)"
         ;;
 esac
+# The hypervisor's log ring, found through its EFI variable (efi/linux/hvlog.c).
+if [ -x /bin/hvlog ] && [ -d /sys/firmware/efi ]; then
+    [ -f /lib/modules/efivarfs.ko ] && insmod /lib/modules/efivarfs.ko
+    mount -t efivarfs efivarfs /sys/firmware/efi/efivars
+    /bin/hvlog > /tmp/hvlog.out 2>&1
+    rc=$?
+    while IFS= read -r line; do
+        say "GUEST-LINUX: hvlog: $line"
+    done < /tmp/hvlog.out
+    say "GUEST-LINUX: hvlog rc=$rc"
+fi
 
 # The physical memory map as Linux uses it (top-level ranges only), so the host
 # side can check that the hypervisor's memory is reserved and never System RAM.
@@ -276,13 +315,24 @@ done < /proc/iomem
 
 say "GUEST-LINUX: done"
 sleep 1
+# hvtest=reboot: end with a reboot instead: by triple fault on the first boot of a
+# run (the hypervisor found no previous log ring), by the keyboard controller after.
+case " $(cat /proc/cmdline) " in
+    *" hvtest=reboot "*)
+        case "$(cat /tmp/hvlog.out 2>/dev/null)" in
+            *prev-boot-id=0000000000000000*) echo triple > /sys/kernel/reboot/type ;;
+            *) echo kbd > /sys/kernel/reboot/type ;;
+        esac
+        say "GUEST-LINUX: reboot type=$(cat /sys/kernel/reboot/type)"
+        reboot -f ;;
+esac
 poweroff -f
 """
 
 # Applets the init script runs as commands (echo, [ and read are ash builtins, but the
 # symlinks cost nothing and help when someone drops into the shell).
 APPLETS = ("sh", "mount", "mkdir", "cat", "echo", "sleep", "poweroff", "ls", "dmesg",
-           "[", "test", "insmod")
+           "[", "test", "insmod", "reboot")
 
 
 def _is_static_elf(path: Path) -> bool:

@@ -295,7 +295,8 @@ def spec_from_scenario(cfg: dict, sc: dict, **overrides) -> RunSpec:
     spec = RunSpec(engine=sc["engine"], vendor=sc["vendor"], smp=sc["smp"],
                    memory=sc["memory"], hv=sc["hv"], payload=payload,
                    expect=list(sc["expect"]),
-                   forbid=list(defaults.get("forbid") or []) + list(sc["forbid"]),
+                   forbid=[f for f in defaults.get("forbid") or []
+                           if f.get("re", f) not in sc.get("allow", [])] + list(sc["forbid"]),
                    ordered=sc["ordered"], timeout=sc["timeout"], release=sc["release"],
                    guest_ends=sc["guest_ends"],
                    cpu_model=sc["cpu_model"], hv_cfg=sc["hv_cfg"], name=sc["name"])

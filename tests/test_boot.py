@@ -82,9 +82,41 @@ def check_hv_memory_reserved(res) -> None:
     assert "HV: npt-block" not in res.serial
 
 
+def hvlog_and_serial(serial: str) -> tuple[list[str], list[str]]:
+    """The `HV:` lines hvlog printed in the guest, and the `HV:` lines of this boot's
+    serial output (previous-boot lines are printed before the ring exists)."""
+    hvlog, hv = [], []
+    for line in serial.splitlines():
+        m = re.search(r"GUEST-LINUX: hvlog: (HV: .*?)\s*$", line)
+        if m:
+            hvlog.append(m.group(1))
+        elif "GUEST-LINUX" not in line and "HV: " in line:
+            text = line[line.index("HV: "):].rstrip()
+            if not text.startswith("HV: previous-boot"):
+                hv.append(text)
+    return hvlog, hv
+
+
+def check_hvlog_matches_serial(res) -> None:
+    """In Linux, hvlog (efi/linux/hvlog.c) read the log ring through the HvLog EFI
+    variable and /dev/mem: it printed exactly the HV: lines serial showed up to then,
+    `HV: ready` and every AP's start-up line included."""
+    hvlog, hv = hvlog_and_serial(res.serial)
+    assert "GUEST-LINUX: hvlog rc=0" in res.serial, "hvlog failed in the guest"
+    assert hvlog, "hvlog printed no HV: lines"
+    assert hvlog == hv[:len(hvlog)], (hvlog, hv)
+    assert any(line.startswith("HV: ready cpus=") for line in hvlog)
+    cpus = int(re.search(r"HV: ready cpus=(\d+)", res.serial).group(1))
+    for i in range(cpus):
+        assert f"HV: cpu={i} vmx=on" in hvlog
+    if cpus > 1:
+        assert any(line.startswith("HV: apic-intercept off") for line in hvlog)
+
+
 AFTER = {name: [check_hv_memory_reserved] for name in
          (sc["name"] for sc in SCENARIOS)
          if name.startswith(("bochs-linux-hv", "tcg-linux-svm", "bochs-linux-svm"))}
+AFTER["bochs-linux-hv-2"] = AFTER["bochs-linux-hv-2"] + [check_hvlog_matches_serial]
 
 
 class _Fake:
@@ -111,3 +143,17 @@ def test_hv_memory_check_accepts_a_reserved_pool():
 def test_hv_memory_check_rejects(log):
     with pytest.raises(AssertionError):
         check_hv_memory_reserved(_Fake(log))
+
+
+_HVLOG = """HV: start version=0.1.0 cpus=2
+HV: ready cpus=2
+HV: cpu=0 vmx=on
+[  1.0] GUEST-LINUX: hvlog: HV: start version=0.1.0 cpus=2
+[  1.1] GUEST-LINUX: hvlog: HV: ready cpus=2
+"""
+
+
+def test_hvlog_and_serial_split():
+    assert hvlog_and_serial("HV: previous-boot x\n" + _HVLOG) == (
+        ["HV: start version=0.1.0 cpus=2", "HV: ready cpus=2"],
+        ["HV: start version=0.1.0 cpus=2", "HV: ready cpus=2", "HV: cpu=0 vmx=on"])

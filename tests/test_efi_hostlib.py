@@ -28,6 +28,8 @@ class Cfg(ctypes.Structure):
         ("initrd", ctypes.c_char * PATH_MAX),
         ("append", ctypes.c_char * ARGS_MAX),
         ("next_auto", ctypes.c_bool),
+        ("panic_halt", ctypes.c_bool),          # panic= and debug-fail=: tests/test_ring.py
+        ("debug_fail", ctypes.c_int),
     ]
 
 

@@ -19,6 +19,7 @@ PER_CPU_CHECKS = [
 # Checks the BSP alone runs.
 BSP_CHECKS = [
     "vmcall-stats", "vmcall-log", "vmcall-bad-function", "hv-memory-blocked",
+    "log-ring-read-only",
     "devirtualize-call", "post-devirt-no-signature", "post-devirt-stall",
     "post-devirt-conout", "post-devirt-variable",
 ]

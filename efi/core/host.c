@@ -41,7 +41,7 @@ void host_exception(struct host_frame *f)
            (unsigned long long)f->vec, (unsigned long long)f->err,
            (unsigned long long)f->rip, (unsigned long long)f->rsp,
            (unsigned long long)cr2);
-    halt_forever();
+    hv_fail_stop("host-exception");
 }
 
 /* An NMI in the host: another CPU's wake-up or the guest's (smp.c tells

@@ -35,6 +35,9 @@ enum hc_function {
     HC_DEVIRT = 4,    /* leave VMX/SVM on every CPU (the others via an NMI), resume
                        * after the call natively -> RDX = mask of CPUs 0-63 that
                        * left, R8 = guest CPUs that refused (still virtualized) */
+    HC_LOG_RING = 5,  /* -> RDX = physical address of the log ring, R8 = its bytes */
+    HC_RING_APPEND = 6, /* internal: our platform code's ring text while it runs as
+                         * a guest, until ExitBootServices (logring.c) */
 };
 enum { HC_OK = 0, HC_E_FUNCTION = -1, HC_E_ARG = -2, HC_E_STATE = -3 };
 
@@ -275,6 +278,17 @@ unsigned hv_insn_len_decode(const uint8_t *b, unsigned n, bool long_mode);
 /* ---- resume.S: devirtualization's last step (IRETQ into the guest) ------ */
 void hv_resume_native(const struct hv_regs *regs, const uint64_t frame[5], uint64_t cr3)
     __attribute__((noreturn));
+
+/* ---- logring.c: the log ring as the guest sees it (hv_ring.h) ------------ */
+/* True when [base, base + size) holds ring memory: EPT/NPT map it read-only. */
+bool hv_guest_readonly(uint64_t base, uint64_t size);
+int64_t hv_hc_log_ring(struct hv_cpu *c);
+int64_t hv_hc_ring_append(struct hv_cpu *c);
+void hv_ring_vendor(bool svm);          /* original image, before the launch */
+void hv_ring_guest_mode(void);          /* original image, on the BSP as a guest */
+
+/* ---- sleep.c: "S3", "S5" or "unknown" for a PM1a_CNT value with SLP_EN ---- */
+const char *hv_sleep_state(uint32_t pm1_cnt);
 
 /* ---- hypercall.c ---------------------------------------------------------- */
 void hv_hypercall(struct hv_cpu *c);

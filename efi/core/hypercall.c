@@ -83,6 +83,12 @@ void hv_hypercall(struct hv_cpu *c)
     case HC_INFO:
         st = hc_info(c, r);
         break;
+    case HC_LOG_RING:
+        st = hv_hc_log_ring(c);
+        break;
+    case HC_RING_APPEND:
+        st = hv_hc_ring_append(c);
+        break;
     case HC_DEVIRT:
         if (!hv_devirt_possible(c)) {
             hv_log("HV: devirtualize cpu=%u refused reason=not-identity-mapped\n", c->index);

@@ -509,7 +509,12 @@ void hv_io_out(struct hv_cpu *c, uint16_t port, unsigned size, uint32_t val)
         ((val >> (8 * (hi - port))) & 0x20)) {
         for (size_t i = 0; i < hv_cpu_total; i++)
             hv_print_stats(hv_cpus[i]);
-        hv_log("HV: poweroff cpu=%u pm1a-cnt=%x value=%x\n", c->index, port, val);
+        if (hv_sleep_state(val)[1] == '3')
+            hv_log("HV: sleep state=S3 cpu=%u pm1a-cnt=%x value=%x: the hypervisor ends "
+                   "here; the CPUs resume without it\n", c->index, port, val);
+        else
+            hv_log("HV: poweroff cpu=%u pm1a-cnt=%x value=%x state=%s\n", c->index,
+                   port, val, hv_sleep_state(val));
     }
     port_out(port, size, val);
 }

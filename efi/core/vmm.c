@@ -87,7 +87,12 @@ void hv_panic(struct hv_cpu *c, const char *fmt, ...)
     va_end(ap);
     if (c && c->ops && c->ops->dump_guest)
         c->ops->dump_guest(c);
-    halt_forever();
+    hv_fail_stop("panic");
+}
+
+void hv_panic_platform(const char *what)
+{
+    hv_panic(NULL, "%s\n", what);
 }
 
 /* ---- PE image copy (PE/COFF spec "The .reloc Section") ------------------ */
@@ -221,6 +226,8 @@ static void cpu_entry(void *ctx, size_t index)
     rc = b->launch();            /* returns 0 as a guest */
     if (rc)
         b->launch_failed(c, rc);
+    else if (index == 0)
+        hv_ring_guest_mode();    /* the ring is read-only to us now */
     b->status[index] = rc == 0 ? 1 : CPU_FAIL_LAUNCH;
 }
 
@@ -360,6 +367,7 @@ int vmm_start(const struct hv_caps *caps)
     }
     boot.status = (volatile int *)(boot.cpu + ncpu);
     hv_log_serial_only();        /* CPU callbacks below run on APs too */
+    hv_ring_vendor(caps->virt == HV_VIRT_SVM);
     hv_cpu_total = ncpu;         /* set before the copy, so the copy has it */
     image_pages = (l.size + 4095) / 4096;
     pages = pool_estimate(caps, image_pages, ncpu);

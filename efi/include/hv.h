@@ -40,6 +40,27 @@ size_t plat_cpu_count(void);
 /* Runs fn(ctx, cpu_index) on the BSP (index 0) and then on every enabled AP.
  * Returns 0 on success, -1 if MP Services are missing or an AP failed. */
 int plat_run_on_all_cpus(void (*fn)(void *ctx, size_t cpu), void *ctx);
+/* This boot's log ring (efi/platform/logring.c), NULL if none. */
+struct hv_ring_hdr;
+const struct hv_ring_hdr *plat_ring(void);
+
+/* ---- failure policy (efi/core/panic.c) --------------------------------- */
+/* The FADT's RESET_REG (generic address: space 0 memory, 1 I/O) and value. */
+struct hv_reset_reg { uint8_t space; uint8_t value; uint64_t addr; };
+/* Before vmm_start: halt instead of reset after a panic (panic=halt), the
+ * forced failure to arm (enum hv_force, hv_cfg.h), the ACPI reset register
+ * (NULL: none). */
+void hv_set_fail_policy(bool halt, int force, const struct hv_reset_reg *acpi);
+/* True when `where` (enum hv_force) is the armed forced failure. */
+bool hv_force(int where);
+/* After a failure's report: the policy's platform reset, or a halt. */
+void hv_fail_stop(const char *why) __attribute__((noreturn));
+void hv_platform_reset(const char *why) __attribute__((noreturn));
+void hv_panic_platform(const char *what) __attribute__((noreturn));
+
+/* ---- ACPI sleep (efi/core/sleep.c) -------------------------------------- */
+/* SLP_TYPa of \_S3 and \_S5 from the DSDT (-1: none), before vmm_start. */
+void hv_set_sleep_types(int s3, int s5);
 
 /* ---- core entry (efi/core/vmm.c) --------------------------------------- */
 /* Virtualizes every processor.  Returns 0 when all CPUs run as guests, or

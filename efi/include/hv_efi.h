@@ -87,6 +87,14 @@ extern EFI_BOOT_SERVICES *plat_bs;
 extern volatile bool plat_boot_services_gone;
 
 void plat_mp_init(void);
+/* efi/platform/logring.c: print the previous boot's ring, set up this
+ * boot's and publish it (before anything else logs); then one status line. */
+void plat_ring_setup(void);
+void plat_ring_report(void);
+bool plat_ring_had_previous(void);
+/* efi/platform/acpi.c: the FADT's reset register; false (space 0xFF) if none. */
+bool plat_acpi_reset_reg(struct hv_reset_reg *out);
+void plat_acpi_sleep_types(void);
 void plat_conout_init(void);
 /* Reads hv.cfg beside the app into cfg (defaults on any problem). */
 void plat_load_config(EFI_LOADED_IMAGE *li, struct hv_cfg *cfg);

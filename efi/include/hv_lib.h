@@ -99,5 +99,13 @@ void hv_log_set_mirror(hv_log_mirror_fn fn);
  * once CPUs run as guests and log calls may come from exit handlers). */
 void hv_log_serial_only(void);
 void hv_vlog(const char *fmt, va_list ap);
+/* The log ring (hv_ring.h): from now on every log text goes there too. */
+struct hv_ring_hdr;
+void hv_log_set_ring(struct hv_ring_hdr *r);
+/* On a CPU that is our guest: ring text goes through fn (a hypercall)
+ * instead; NULL: write the ring directly again. */
+void hv_log_ring_forward(hv_log_mirror_fn fn);
+/* Text for the ring only (already on serial): the host's side of the forward. */
+void hv_log_ring_only(const char *s, size_t n);
 
 #endif

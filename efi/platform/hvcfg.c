@@ -9,6 +9,10 @@
 #include "hv_cfg.h"
 #include "hv_lib.h"
 
+#ifndef HV_DEBUG
+#define HV_DEBUG 0
+#endif
+
 struct ctx {
     struct hv_cfg *cfg;
     hv_cfg_error_fn err;
@@ -53,9 +57,20 @@ struct key {
 };
 
 #define STR_KEY(f, p) { #f, offsetof(struct hv_cfg, f), sizeof(((struct hv_cfg *)0)->f), p }
+const char *const hv_force_names[HV_FORCE_COUNT] = {
+    [HV_FORCE_NONE] = "none",
+    [HV_FORCE_PANIC] = "panic",
+    [HV_FORCE_HOST_EXCEPTION] = "host-exception",
+    [HV_FORCE_GUEST_CR0] = "guest-cr0",
+    [HV_FORCE_PIN_CTLS] = "pin-controls",
+    [HV_FORCE_UNEXPECTED_EXIT] = "unexpected-exit",
+};
+
 static const struct key keys[] = {
     { "hypervisor", 0, 0, false },
     { "log", 0, 0, false },
+    { "panic", 0, 0, false },
+    { "debug-fail", 0, 0, false },
     STR_KEY(next, true),
     STR_KEY(args, false),
     STR_KEY(kernel, true),
@@ -144,6 +159,28 @@ static void parse_line(struct ctx *c, unsigned lineno, const char *s, size_t n)
             c->cfg->log = HV_CFG_LOG_INFO;
             error(c, lineno, "bad-value");
         }
+        return;
+    }
+
+    if (key == &keys[2]) {
+        c->cfg->panic_halt = false;
+        if (span_eq(v, vn, "halt"))
+            c->cfg->panic_halt = true;
+        else if (!span_eq(v, vn, "reset"))
+            error(c, lineno, "bad-value");
+        return;
+    }
+    if (key == &keys[3]) {
+        c->cfg->debug_fail = HV_FORCE_NONE;
+        if (!HV_DEBUG) {
+            error(c, lineno, "debug-build-only");
+            return;
+        }
+        for (int i = 0; i < HV_FORCE_COUNT; i++)
+            if (span_eq(v, vn, hv_force_names[i]))
+                c->cfg->debug_fail = i;
+        if (c->cfg->debug_fail == HV_FORCE_NONE && !span_eq(v, vn, "none"))
+            error(c, lineno, "bad-value");
         return;
     }
 

@@ -47,6 +47,26 @@ static void report_secure_boot(void)
            !have_setup ? "unknown" : setup ? "1" : "0");
 }
 
+/* panic=, debug-fail= and the ACPI reset register, before anything can fail. */
+static void fail_policy(const struct hv_cfg *cfg)
+{
+    struct hv_reset_reg rr;
+    bool have_rr = plat_acpi_reset_reg(&rr);
+    int force = cfg->debug_fail;
+
+    if (force && plat_ring_had_previous()) {
+        hv_log("HV: debug-fail name=%s not armed: this boot follows a logged one\n",
+               hv_force_names[force]);
+        force = HV_FORCE_NONE;
+    } else if (force) {
+        hv_log("HV: debug-fail name=%s armed\n", hv_force_names[force]);
+    }
+    hv_set_fail_policy(cfg->panic_halt, force, have_rr ? &rr : NULL);
+    plat_acpi_sleep_types();
+    if (hv_force(HV_FORCE_PANIC))
+        hv_panic_platform("forced debug-fail=panic");
+}
+
 EFI_STATUS EFIAPI efi_main(EFI_HANDLE image, EFI_SYSTEM_TABLE *st)
 {
     EFI_GUID li_guid = EFI_LOADED_IMAGE_PROTOCOL_GUID;
@@ -60,6 +80,7 @@ EFI_STATUS EFIAPI efi_main(EFI_HANDLE image, EFI_SYSTEM_TABLE *st)
     plat_bs = st->BootServices;
     serial_init();
     plat_conout_init();
+    plat_ring_setup();          /* the previous boot's ring first, then ours */
     plat_mp_init();
     if (EFI_ERROR(plat_bs->CreateEvent(EVT_SIGNAL_EXIT_BOOT_SERVICES,
                                        TPL_NOTIFY, on_exit_boot_services,
@@ -68,6 +89,7 @@ EFI_STATUS EFIAPI efi_main(EFI_HANDLE image, EFI_SYSTEM_TABLE *st)
 
     hv_log("HV: start version=%s cpus=%zu\n", HV_VERSION_STRING,
            plat_cpu_count());
+    plat_ring_report();
 
     hv_cfg_defaults(&cfg);
     status = plat_bs->HandleProtocol(image, &li_guid, (VOID **)&li);
@@ -79,6 +101,7 @@ EFI_STATUS EFIAPI efi_main(EFI_HANDLE image, EFI_SYSTEM_TABLE *st)
         plat_load_config(li, &cfg);
     }
 
+    fail_policy(&cfg);
     report_secure_boot();
     hv_detect_caps(&caps);
     hv_log("HV: caps vendor=%s virt=%s ept=%d vpid=%d ug=%d npt=%d\n",

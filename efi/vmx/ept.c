@@ -5,7 +5,8 @@
  * (up to MAXPHYADDR), with the largest page (1 GiB, 2 MiB) whose range has
  * one MTRR memory type (efi/core/mtrr.c); ranges with mixed types are split
  * down to 4 KiB.  The hypervisor's pool is split out and left not-present,
- * so any guest access to it is an EPT violation (vmx_exit.c).
+ * so any guest access to it is an EPT violation (vmx_exit.c); the log ring
+ * (core/logring.c) is mapped read-only the same way.
  */
 #include "vmx.h"
 #include "../core/mtrr.h"
@@ -43,18 +44,21 @@ static int map_entry(uint64_t *e, int level, uint64_t pa)
 {
     uint64_t size = 1ull << (12 + 9 * (level - 1));
     bool prot = protected(pa, size);
+    bool ro = hv_guest_readonly(pa, size);          /* the log ring (core/logring.c) */
     int t = mtrr_range_type(&mtrr, pa, size);
     uint64_t *next;
 
     if (level == 1) {
         *e = prot ? 0 : pa | EPT_RWX | EPT_MT(t < 0 ? MT_UC : t);
+        if (ro)
+            *e &= ~2ull;
         if (holds_apic(pa, size)) {
             *e &= ~2ull;                           /* writes exit (smp.c) */
             apic_pte = e;
         }
         return 0;
     }
-    if (!prot && t >= 0 && leaf_ok[level] && !holds_apic(pa, size)) {
+    if (!prot && !ro && t >= 0 && leaf_ok[level] && !holds_apic(pa, size)) {
         *e = pa | EPT_RWX | EPT_MT(t) | EPT_LEAF;
         return 0;
     }

@@ -393,6 +393,8 @@ static int vmx_cpu_prepare(struct hv_cpu *c)
     vmx_flush_vpid();
     if (vmx.preempt_timer && (vmx.pin & PIN_NMI_EXITING))
         c->nmi_kick = vmx_nmi_kick;
+    vmx_force_before_launch(c);                 /* debug-fail= only (vmx_report.c) */
+    vmx_entry_check_report(c, false);           /* names a check the launch would fail */
     c->guest = true;           /* from VMLAUNCH on; a failed launch fails the start */
     return 0;
 }
@@ -402,6 +404,8 @@ static void vmx_launch_failed(struct hv_cpu *c, int rc)
     c->nmi_kick = NULL;
     c->guest = false;          /* hv_devirt_all must not wait for (or NMI) it */
     vmx_check((enum vmx_result)rc, "vmlaunch");
+    if (rc == VMX_FAIL_VALID)
+        vmx_entry_check_report(c, true);
     vmx_off();
     restore_crs(&vmx_cpus[c->index]);
 }

@@ -81,6 +81,11 @@ void vmx_leave_parked(struct hv_cpu *c) __attribute__((noreturn));
 void vmx_guest_paging(struct hv_cpu *c, struct hv_guest_paging *p);
 uint64_t vmx_guest_rflags(struct hv_cpu *c, uint64_t mask, uint64_t val);
 
+/* vmx_report.c: the software VM-entry checker over the live VMCS, and the
+ * debug-fail= corruptions (hv_cfg.h).  Nonzero when a check failed. */
+int vmx_entry_check_report(struct hv_cpu *c, bool always);
+void vmx_force_before_launch(struct hv_cpu *c);
+
 /* vmx_entry.S */
 int vmx_launch(void);
 void vmx_exit_entry(void);

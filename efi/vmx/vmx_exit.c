@@ -289,13 +289,16 @@ static void exit_task_switch(struct hv_cpu *c, uint64_t qual)
 }
 
 /* ---- triple fault, INIT, SIPI ------------------------------------------------- */
+/* A triple fault is how a guest resets the machine (SDM Vol 3A 6.15: the
+ * processor enters shutdown; the chipset resets on the shutdown cycle).
+ * Many OSes reboot this way (Linux reboot=t): record it, then do what the
+ * hardware would, the platform reset (core/panic.c); not a panic. */
 static void exit_triple_fault(struct hv_cpu *c, uint64_t qual)
 {
-    hv_log("HV: panic triple-fault cpu=%u qual=%llx\n", c->index, (unsigned long long)qual);
+    hv_log("HV: triple-fault cpu=%u rip=%llx: the guest resets the machine\n", c->index,
+           (unsigned long long)vmcs_readnat(VMCS_GUEST_RIP));
     vmx_dump_guest(c);
-    hv_log("HV: system reset\n");
-    outb(0xCF9, 0x06);                             /* PIIX/ICH reset control */
-    halt_forever();
+    hv_platform_reset("triple-fault");
 }
 
 static void set_seg(enum vmx_seg s, uint16_t sel, uint64_t base, uint32_t limit, uint32_t ar)
@@ -598,7 +601,7 @@ static void exit_ept_violation(struct hv_cpu *c, uint64_t qual)
         return;
     }
     hv_protected_range(&pb, &ps);
-    if (gpa >= pb && gpa < pb + ps) {
+    if ((gpa >= pb && gpa < pb + ps) || hv_guest_readonly(gpa, 1)) {   /* pool, log ring */
         hv_log("HV: ept-block cpu=%u gpa=%llx access=%c%c%c rip=%llx\n", c->index,
                (unsigned long long)gpa, qual & 1 ? 'r' : '-', qual & 2 ? 'w' : '-',
                qual & 4 ? 'x' : '-', (unsigned long long)vmcs_readnat(VMCS_GUEST_RIP));
@@ -690,6 +693,30 @@ static void exit_io(struct hv_cpu *c, uint64_t qual)
     vmx_skip_insn(c);
 }
 
+/* SDM 27.8: the basic reason (33 invalid guest state, 34 MSR loading, 41
+ * machine-check), the qualification (which MSR-load entry, else 0), then the
+ * software checker's name for what is wrong (vmx_report.c). */
+static __attribute__((noreturn, cold, noinline)) void vm_entry_failure(struct hv_cpu *c)
+{
+    uint32_t basic = vmcs_read32(VMCS_EXIT_REASON) & 0xFFFF;
+    uint64_t qual = vmcs_readnat(VMCS_EXIT_QUALIFICATION);
+
+    vmx_entry_check_report(c, true);
+    hv_panic(c, "vm-entry-failure reason=%u (%s) qual=%llx\n", basic, reason_name(basic),
+             (unsigned long long)qual);
+}
+
+/* An exit reason the table knows but we never enable: decoded, then a panic.
+ * Out of line and re-reading the reason, so the dispatcher keeps no more
+ * registers live on its hot path. */
+static __attribute__((noreturn, cold, noinline)) void unexpected_exit(struct hv_cpu *c)
+{
+    uint32_t basic = vmcs_read32(VMCS_EXIT_REASON) & 0xFFFF;
+
+    hv_panic(c, "unexpected-exit reason=%u (%s) qual=%llx\n", basic, reason_name(basic),
+             (unsigned long long)vmcs_readnat(VMCS_EXIT_QUALIFICATION));
+}
+
 /* ---- the dispatcher ----------------------------------------------------------------- */
 /* Called by the entry stub, which has saved every guest GPR: with the SysV
  * ABI RSI and RDI are scratch, so the hottest function saves two registers
@@ -702,8 +729,7 @@ __attribute__((sysv_abi)) void vmx_exit_handler(struct hv_regs *regs)
 
     c->regs = regs;
     if (reason & (1u << 31))                       /* VM-entry failure: first */
-        hv_panic(c, "vm-entry-failure %s qual=%llx\n", reason_name(basic),
-                 (unsigned long long)vmcs_readnat(VMCS_EXIT_QUALIFICATION));
+        vm_entry_failure(c);
     if (basic >= EXIT_TABLE_SIZE || !exit_table[basic].name) {
         c->exits[HV_EXIT_OTHER]++;
         hv_panic(c, "unknown-exit reason=%u qual=%llx\n", basic,
@@ -726,8 +752,7 @@ __attribute__((sysv_abi)) void vmx_exit_handler(struct hv_regs *regs)
     else if (e->kind != HV_EXIT_OTHER)
         hv_handle_exit(c, e->kind);
     else
-        hv_panic(c, "%s qual=%llx\n", e->name,
-                 (unsigned long long)vmcs_readnat(VMCS_EXIT_QUALIFICATION));
+        unexpected_exit(c);
     if (hv_smp_pending(c))
         hv_smp_poll(c);                            /* other CPUs' requests, NMIs */
     if (c->guest_nmi)
@@ -739,6 +764,7 @@ void vmx_resume_failed(void)
     struct hv_cpu *c = this_cpu();
 
     vmx_check(VMX_FAIL_VALID, "vmresume");
+    vmx_entry_check_report(c, true);
     hv_panic(c, "vmresume-failed\n");
 }
 

@@ -17,6 +17,7 @@
 #define HC_STATS    1
 #define HC_LOG      2
 #define HC_INFO     3
+#define HC_LOG_RING 5
 #define HC_DEVIRT   4
 #define N_EXIT_KINDS 15
 #define AP_TIMEOUT_US (5 * 1000 * 1000)
@@ -28,6 +29,7 @@ int gt_try_vmrun(const uint64_t *pa);
 int gt_try_stgi(void);
 int gt_try_hypercall_magic(uint32_t magic, int amd);
 int gt_try_read(const volatile uint32_t *p, uint32_t *out);
+int gt_try_write(volatile uint32_t *p, uint32_t v);
 int gt_try_xsetbv(uint64_t xcr0);
 int gt_try_rdmsr(uint32_t msr, uint64_t *v);
 int gt_try_wrmsr(uint32_t msr, uint64_t v);
@@ -299,6 +301,30 @@ static void check_protection(void)
     result("hv-memory-blocked", s == 0 && vec == 13 && v == 0x12345678, 0, d);
 }
 
+/* HC_LOG_RING: the hypervisor's log ring is readable (its header starts with
+ * the magic "HVRING01") and read-only: a write gets #GP (EPT, ept-block). */
+static void check_log_ring(void)
+{
+    uint64_t out[2] = {0, 0};
+    uint64_t s = gt_hypercall(HC_LOG_RING, 0, 0, out);
+    volatile uint32_t *ring = (volatile uint32_t *)(uintptr_t)out[0];
+    uint32_t magic = 0;
+    struct saved_gates g;
+    int vec_r = -1, vec_w = -1;
+    char d[96];
+
+    if (s == 0 && out[0]) {
+        traps_install(&g);
+        vec_r = gt_try_read(ring, &magic);
+        vec_w = gt_try_write(ring, 0);
+        traps_remove(&g);
+    }
+    hv_snprintf(d, sizeof(d), "hpa=%llx bytes=%llu read-vec=%d magic=%x write-vec=%d",
+                (unsigned long long)out[0], (unsigned long long)out[1], vec_r, magic, vec_w);
+    result("log-ring-read-only", s == 0 && vec_r == -1 && magic == 0x49525648 && vec_w == 13 &&
+           ring[0] == 0x49525648, 0, d);
+}
+
 /* In Bochs RDTSC counts instructions, so these are instruction counts.
  * cpuid-ticks is the whole round trip per iteration: the loop's own
  * instructions, CPUID, the VM exit, the hypervisor and VMRESUME.
@@ -450,6 +476,7 @@ EFI_STATUS EFIAPI efi_main(EFI_HANDLE image, EFI_SYSTEM_TABLE *systab)
     check_stats_and_log();
     check_bad_magic();
     check_protection();
+    check_log_ring();
     bench_cpuid();
     devirt_all();
     result("post-devirt-no-signature", cpuid(0x40000000).b != 0x7263694D, 0, NULL); /* "Micr" */
