@@ -8,58 +8,23 @@ from pathlib import Path
 
 import pytest
 
-from hostcc import host_library
+from hostcc import CFG_ARGS_MAX as ARGS_MAX, CFG_PATH_MAX as PATH_MAX, host_library, parse_cfg
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = [ROOT / "efi/platform/hvcfg.c", ROOT / "efi/lib/fmt.c"]
 
-PATH_MAX = 256
-ARGS_MAX = 1024
 LOG_ERROR, LOG_INFO, LOG_DEBUG = 0, 1, 2
-
-
-class Cfg(ctypes.Structure):
-    _fields_ = [
-        ("hypervisor", ctypes.c_bool),
-        ("log", ctypes.c_int),
-        ("next", ctypes.c_char * PATH_MAX),
-        ("args", ctypes.c_char * ARGS_MAX),
-        ("kernel", ctypes.c_char * PATH_MAX),
-        ("initrd", ctypes.c_char * PATH_MAX),
-        ("append", ctypes.c_char * ARGS_MAX),
-        ("next_auto", ctypes.c_bool),
-        ("panic_halt", ctypes.c_bool),          # panic= and debug-fail=: tests/test_ring.py
-        ("debug_fail", ctypes.c_int),
-    ]
-
-
-ERR_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint, ctypes.c_char_p)
 
 
 @pytest.fixture(scope="module")
 def lib(tmp_path_factory):
     so = host_library(SOURCES, tmp_path_factory.mktemp("hostlib") / "libhvhost.so",
                       [ROOT / "efi/include"])
-    so.hv_cfg_parse.argtypes = [ctypes.c_char_p, ctypes.c_size_t,
-                                ctypes.POINTER(Cfg), ERR_FN, ctypes.c_void_p]
-    so.hv_cfg_parse.restype = ctypes.c_int
-    so.hv_cfg_defaults.argtypes = [ctypes.POINTER(Cfg)]
     so.hv_snprintf.restype = ctypes.c_int
     return so
 
 
-def parse(lib, data: bytes):
-    cfg = Cfg()
-    errors: list[tuple[int, str]] = []
-
-    @ERR_FN
-    def on_err(ctx, line, reason):
-        errors.append((line, reason.decode()))
-
-    lib.hv_cfg_defaults(ctypes.byref(cfg))
-    n = lib.hv_cfg_parse(data, len(data), ctypes.byref(cfg), on_err, None)
-    assert n == len(errors)
-    return cfg, errors
+parse = parse_cfg
 
 
 # ---- config parser ---------------------------------------------------------

@@ -14,7 +14,7 @@ import pytest
 
 from pytool import linux
 
-from hostbuild import build_so
+from hostcc import build_so, parse_cfg
 
 ROOT = Path(__file__).resolve().parent.parent
 RING_SIZE = 16 * 4096
@@ -165,29 +165,6 @@ def test_hvlog_says_why_it_found_nothing(tmp_path, lib, hvlog):
 
 
 # ---- hv.cfg keys of issue 9 and the DSDT sleep-type scan (pure C, host builds) ----
-
-class Cfg(ctypes.Structure):
-    _fields_ = [("hypervisor", ctypes.c_bool), ("log", ctypes.c_int),
-                ("next", ctypes.c_char * 256), ("args", ctypes.c_char * 1024),
-                ("kernel", ctypes.c_char * 256), ("initrd", ctypes.c_char * 256),
-                ("append", ctypes.c_char * 1024), ("panic_halt", ctypes.c_bool),
-                ("debug_fail", ctypes.c_int)]
-
-
-ERR_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint, ctypes.c_char_p)
-
-
-def parse_cfg(so, text: bytes):
-    cfg, errors = Cfg(), []
-
-    @ERR_FN
-    def on_err(ctx, line, reason):
-        errors.append((line, reason.decode()))
-
-    so.hv_cfg_defaults(ctypes.byref(cfg))
-    so.hv_cfg_parse(text, len(text), ctypes.byref(cfg), on_err, None)
-    return cfg, errors
-
 
 @pytest.mark.parametrize("debug", [0, 1])
 def test_panic_and_debug_fail_keys(tmp_path, debug):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hostbuild import build_so
+from hostcc import build_so
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADER = ROOT / "efi/vmx/vmx_check.h"

@@ -2,7 +2,9 @@
  * gpmap.c - the guest-physical identity map (see gpmap.h), SDM Vol 3C 29.3
  * (EPT) and APM Vol 2 15.25 (nested paging) alike: four levels of 512
  * entries, leaves at 1 GiB, 2 MiB or 4 KiB.  Memory types come from the
- * MTRRs (efi/core/mtrr.c); a range with mixed types is split.
+ * MTRRs (efi/core/mtrr.c); a range with mixed types is split.  The pool
+ * is not present; the log ring (core/logring.c) and, while protected, the
+ * xAPIC page are read-only in 4 KiB leaves of their own.
  */
 #include "gpmap.h"
 #include "mtrr.h"
@@ -29,18 +31,21 @@ static int map_entry(struct gpmap_ctx *x, uint64_t *e, int level, uint64_t pa)
 {
     uint64_t size = 1ull << (12 + 9 * (level - 1));
     bool prot = overlaps_pool(x, pa, size);
+    bool ro = hv_guest_readonly(pa, size);
     int t = mtrr_range_type(&x->mtrr, pa, size);
     uint64_t *next;
 
     if (level == 1) {
         *e = prot ? 0 : x->f->leaf(pa, 1, t < 0 ? MT_UC : t);
+        if (ro)
+            *e &= ~x->f->write;                    /* the log ring (core/logring.c) */
         if (holds_apic(pa, size)) {
             *e &= ~x->f->write;                    /* writes exit (smp.c) */
             x->r->apic_pte = e;
         }
         return 0;
     }
-    if (!prot && t >= 0 && level < 4 && x->f->leaf_ok[level] && !holds_apic(pa, size)) {
+    if (!prot && !ro && t >= 0 && level < 4 && x->f->leaf_ok[level] && !holds_apic(pa, size)) {
         *e = x->f->leaf(pa, level, t);
         return 0;
     }
@@ -71,4 +76,25 @@ int gpmap_build(const struct gpmap_fmt *f, unsigned maxphyaddr, struct gpmap_res
         if (map_entry(&x, &r->root[i], 4, i << 39))
             return -1;
     return 0;
+}
+
+bool gpmap_is_ram(const struct gpmap_fmt *f, const uint64_t *root, uint64_t gpa, uint64_t len)
+{
+    for (uint64_t a = gpa & ~0xFFFull; a < gpa + len; a += 4096) {
+        const uint64_t *t = root;
+        uint64_t e = 0;
+        int level;
+
+        for (level = 4; level >= 1; level--) {
+            e = t[(a >> (12 + 9 * (level - 1))) & 511];
+            if ((e & f->ram) != f->ram)
+                return false;
+            if (level == 1 || (e & (1ull << 7)))
+                break;
+            t = (const uint64_t *)(uintptr_t)(e & 0x000FFFFFFFFFF000ull);
+        }
+        if (f->leaf_type(e, level) != MT_WB)
+            return false;
+    }
+    return true;
 }

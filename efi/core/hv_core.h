@@ -76,6 +76,7 @@ struct hv_guest_paging {
 /* What the core asks of a vendor backend (efi/vmx, efi/svm). */
 struct hv_backend_ops {
     const char *name;
+    const char *gpa_map;            /* "ept" or "npt": the guest-physical map in log lines */
     /* Once, on the BSP, before any CPU: controls, EPT/NPT, bitmaps. */
     int (*global_init)(void);
     /* On each CPU: enable VMX/SVM and build the control block from the live
@@ -282,6 +283,11 @@ void hv_resume_native(const struct hv_regs *regs, const uint64_t frame[5], uint6
 /* ---- logring.c: the log ring as the guest sees it (hv_ring.h) ------------ */
 /* True when [base, base + size) holds ring memory: EPT/NPT map it read-only. */
 bool hv_guest_readonly(uint64_t base, uint64_t size);
+/* panic.c: shared exit outcomes.  A guest triple fault resets the platform;
+ * hv_gpa_blocked logs a guest access to the pool or a write to the ring
+ * (the caller then injects #GP(0)). */
+void hv_guest_triple_fault(struct hv_cpu *c) __attribute__((noreturn));
+bool hv_gpa_blocked(struct hv_cpu *c, uint64_t gpa, const char *access);
 int64_t hv_hc_log_ring(struct hv_cpu *c);
 int64_t hv_hc_ring_append(struct hv_cpu *c);
 void hv_ring_vendor(bool svm);          /* original image, before the launch */

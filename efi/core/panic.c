@@ -95,3 +95,30 @@ bool hv_force(int where)
 {
     return hv_forced_failure == where;
 }
+
+/* A guest triple fault (VT-x exit 2, SVM shutdown intercept) is the guest's
+ * reset, as on bare metal where the chipset resets on a shutdown cycle
+ * (SDM Vol 3A 6.15 #DF, APM Vol 2 15.11): log it, dump, reset. */
+__attribute__((noreturn)) void hv_guest_triple_fault(struct hv_cpu *c)
+{
+    hv_log("HV: triple-fault cpu=%u rip=%llx: the guest resets the machine\n", c->index,
+           (unsigned long long)c->ops->guest_rip(c));
+    c->ops->dump_guest(c);
+    hv_platform_reset("triple-fault");
+}
+
+/* A nested-paging fault on the pool (not present) or a write to the log ring
+ * (read-only): the guest gets #GP(0), logged as `HV: <ept|npt>-block`.
+ * False for any other address (the backend's own cases, or a bug). */
+bool hv_gpa_blocked(struct hv_cpu *c, uint64_t gpa, const char *access)
+{
+    uint64_t pb, ps;
+
+    hv_protected_range(&pb, &ps);
+    if (!(gpa >= pb && gpa < pb + ps) && !hv_guest_readonly(gpa, 1))
+        return false;
+    hv_log("HV: %s-block cpu=%u gpa=%llx access=%s rip=%llx\n",
+           c->ops->gpa_map, c->index, (unsigned long long)gpa, access,
+           (unsigned long long)c->ops->guest_rip(c));
+    return true;
+}

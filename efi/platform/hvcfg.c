@@ -66,6 +66,9 @@ const char *const hv_force_names[HV_FORCE_COUNT] = {
     [HV_FORCE_UNEXPECTED_EXIT] = "unexpected-exit",
 };
 
+/* Indices into keys[] of the keys with a parser of their own. */
+enum { K_HYPERVISOR, K_LOG, K_PANIC, K_DEBUG_FAIL, K_NEXT };
+
 static const struct key keys[] = {
     { "hypervisor", 0, 0, false },
     { "log", 0, 0, false },
@@ -137,7 +140,7 @@ static void parse_line(struct ctx *c, unsigned lineno, const char *s, size_t n)
         return;
     }
 
-    if (key == &keys[0]) {
+    if (key == &keys[K_HYPERVISOR]) {
         if (span_eq(v, vn, "on"))
             c->cfg->hypervisor = true;
         else if (span_eq(v, vn, "off"))
@@ -148,7 +151,7 @@ static void parse_line(struct ctx *c, unsigned lineno, const char *s, size_t n)
         }
         return;
     }
-    if (key == &keys[1]) {
+    if (key == &keys[K_LOG]) {
         if (span_eq(v, vn, "error"))
             c->cfg->log = HV_CFG_LOG_ERROR;
         else if (span_eq(v, vn, "info"))
@@ -162,7 +165,7 @@ static void parse_line(struct ctx *c, unsigned lineno, const char *s, size_t n)
         return;
     }
 
-    if (key == &keys[2]) {
+    if (key == &keys[K_PANIC]) {
         c->cfg->panic_halt = false;
         if (span_eq(v, vn, "halt"))
             c->cfg->panic_halt = true;
@@ -170,7 +173,7 @@ static void parse_line(struct ctx *c, unsigned lineno, const char *s, size_t n)
             error(c, lineno, "bad-value");
         return;
     }
-    if (key == &keys[3]) {
+    if (key == &keys[K_DEBUG_FAIL]) {
         c->cfg->debug_fail = HV_FORCE_NONE;
         if (!HV_DEBUG) {
             error(c, lineno, "debug-build-only");
@@ -185,7 +188,7 @@ static void parse_line(struct ctx *c, unsigned lineno, const char *s, size_t n)
     }
 
     char *dst = (char *)c->cfg + key->off;
-    if (key == &keys[2]) {
+    if (key == &keys[K_NEXT]) {
         /* next=auto: find the machine's own OS (efi/platform/nextboot.c). */
         c->cfg->next_auto = span_eq(v, vn, "auto");
         if (c->cfg->next_auto) {

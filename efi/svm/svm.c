@@ -101,51 +101,43 @@ static uint64_t npt_leaf(uint64_t pa, int level, int mt)
     return e | NPT_PS | ((i & 4ull) << 10);   /* PAT: bit 12 in large leaves */
 }
 
+/* The memory type a leaf selects: its PAT index into the host PAT. */
+static int npt_leaf_type(uint64_t e, int level)
+{
+    unsigned i = ((e >> 3) & 3) | (level == 1 ? (e >> 5) & 4 : (e >> 10) & 4);
+
+    return (rdmsr(MSR_PAT) >> (8 * i)) & 7;
+}
+
+static struct gpmap_fmt npt_fmt = {
+    .table = NPT_P | NPT_RW | NPT_US,
+    .write = NPT_RW,
+    .ram = NPT_P | NPT_RW,
+    .leaf = npt_leaf,
+    .leaf_type = npt_leaf_type,
+};
+
 int svm_npt_build(void)
 {
     unsigned maxphy = cpuid2(0x80000008, 0).eax & 0xFF;
-    struct gpmap_fmt f = {
-        .table = NPT_P | NPT_RW | NPT_US,
-        .write = NPT_RW,
-        .leaf_ok = {false, true, true, (cpuid2(0x80000001, 0).edx & (1u << 26)) != 0},
-        .leaf = npt_leaf,
-    };
     struct gpmap_result r;
 
+    npt_fmt.leaf_ok[1] = npt_fmt.leaf_ok[2] = true;
+    npt_fmt.leaf_ok[3] = (cpuid2(0x80000001, 0).edx & (1u << 26)) != 0;
     pat_indices();
-    if (gpmap_build(&f, maxphy, &r))
+    if (gpmap_build(&npt_fmt, maxphy, &r))
         return -1;
     svm.n_cr3 = (uint64_t)(uintptr_t)r.root;
     svm.apic_pte = r.apic_pte;
     hv_log("HV: npt maxphyaddr=%u pages=%s npt-bytes=%zu\n", maxphy,
-           f.leaf_ok[3] ? "1g" : "2m", r.bytes);
+           npt_fmt.leaf_ok[3] ? "1g" : "2m", r.bytes);
     return 0;
 }
 
-/* Whether [gpa, gpa+len) is ordinary guest RAM in the nested view: present
- * and writable at every level, and a write-back leaf (the PAT index the
- * leaf selects, APM 15.25.8; the MTRR type is folded into it at build). */
+/* Ordinary guest RAM in the nested view (hypercall buffers, string I/O). */
 bool svm_gpa_is_ram(uint64_t gpa, uint64_t len)
 {
-    for (uint64_t a = gpa & ~0xFFFull; a < gpa + len; a += 4096) {
-        const uint64_t *t = (const uint64_t *)(uintptr_t)svm.n_cr3;
-        uint64_t e = 0;
-        unsigned i;
-        int level;
-
-        for (level = 4; level >= 1; level--) {
-            e = t[(a >> (12 + 9 * (level - 1))) & 511];
-            if ((e & (NPT_P | NPT_RW)) != (NPT_P | NPT_RW))
-                return false;
-            if (level == 1 || (e & NPT_PS))
-                break;
-            t = (const uint64_t *)(uintptr_t)(e & 0x000FFFFFFFFFF000ull);
-        }
-        i = ((e >> 3) & 3) | (level == 1 ? (e >> 5) & 4 : (e >> 10) & 4);
-        if (pat_index_of[MT_WB] != i)
-            return false;
-    }
-    return true;
+    return gpmap_is_ram(&npt_fmt, (const uint64_t *)(uintptr_t)svm.n_cr3, gpa, len);
 }
 
 /* TLB_CONTROL for the next VMRUN on this CPU (APM 15.16.1): the guest's ASID
@@ -320,6 +312,7 @@ static void svm_launch_failed(struct hv_cpu *c, int rc)
 
 const struct hv_backend_ops svm_ops = {
     .name = "svm",
+    .gpa_map = "npt",
     .global_init = svm_global_init,
     .cpu_prepare = svm_cpu_prepare,
     .launch = svm_launch,

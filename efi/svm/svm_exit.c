@@ -252,14 +252,11 @@ bool svm_can_leave_now(struct hv_cpu *c)
 }
 
 /* ---- shutdown, INIT, SIPI ----------------------------------------------------------- */
+/* Shutdown (a triple fault, APM 15.11): the guest's reset. */
 static void exit_shutdown(struct hv_cpu *c, struct vmcb *v)
 {
     (void)v;
-    hv_log("HV: panic triple-fault cpu=%u (shutdown intercept)\n", c->index);
-    svm_dump_guest(c);
-    hv_log("HV: system reset\n");
-    outb(0xCF9, 0x06);                             /* PIIX/ICH reset control */
-    halt_forever();
+    hv_guest_triple_fault(c);
 }
 
 static void set_seg(struct vmcb_seg *s, uint16_t sel, uint64_t base, uint32_t limit,
@@ -402,7 +399,7 @@ static void exit_msr(struct hv_cpu *c, struct vmcb *v)
  * answered with #GP(0), as on VT-x. */
 static void exit_npf(struct hv_cpu *c, struct vmcb *v)
 {
-    uint64_t gpa = v->ctl.exitinfo2, err = v->ctl.exitinfo1, pb, ps;
+    uint64_t gpa = v->ctl.exitinfo2, err = v->ctl.exitinfo1;
 
     if (hv_apic_page && (gpa & ~0xFFFull) == hv_apic_page && (err & 3) == 3) {
         if (!hv_apic_protected)
@@ -413,11 +410,7 @@ static void exit_npf(struct hv_cpu *c, struct vmcb *v)
         v->ctl.int_state &= ~INT_SHADOW;
         return;
     }
-    hv_protected_range(&pb, &ps);
-    if (gpa >= pb && gpa < pb + ps) {
-        hv_log("HV: npt-block cpu=%u gpa=%llx access=%c%c rip=%llx\n", c->index,
-               (unsigned long long)gpa, err & 2 ? 'w' : 'r', err & 16 ? 'x' : '-',
-               (unsigned long long)v->save.rip);
+    if (hv_gpa_blocked(c, gpa, (const char[]){err & 2 ? 'w' : 'r', err & 16 ? 'x' : '-', 0})) {
         v->ctl.eventinj = 0;                        /* #GP replaces a vectored event */
         return svm_inject_exception(c, VEC_GP, true, 0);
     }

@@ -1,18 +1,19 @@
 /*
- * ept.c - the EPT identity map (SDM Vol 3C 29.3).
+ * ept.c - the EPT identity map (SDM Vol 3C 29.3): the entry encoding for
+ * the core's identity-map builder (efi/core/gpmap.c), which NPT shares.
  *
  * Guest-physical = host-physical over the whole physical address space
  * (up to MAXPHYADDR), with the largest page (1 GiB, 2 MiB) whose range has
- * one MTRR memory type (efi/core/mtrr.c); ranges with mixed types are split
- * down to 4 KiB.  The hypervisor's pool is split out and left not-present,
- * so any guest access to it is an EPT violation (vmx_exit.c); the log ring
- * (core/logring.c) is mapped read-only the same way.
+ * one MTRR memory type; the hypervisor's pool is left not-present, so any
+ * guest access to it is an EPT violation (vmx_exit.c); the log ring and the
+ * protected xAPIC page are read-only.
  */
 #include "vmx.h"
+#include "../core/gpmap.h"
 #include "../core/mtrr.h"
 
 #define EPT_RWX      7ull
-#define EPT_LEAF     (1ull << 7)
+#define EPT_LEAF     (1ull << 7)     /* a 2 MiB or 1 GiB leaf (SDM Table 29-2, 29-4) */
 #define EPT_MT(t)    ((uint64_t)(t) << 3)
 
 #define CAP_WALK4    (1ull << 6)
@@ -20,83 +21,50 @@
 #define CAP_2M       (1ull << 16)
 #define CAP_1G       (1ull << 17)
 
-static struct mtrr_state mtrr;
-static uint64_t prot_base, prot_size;
-static bool leaf_ok[5];            /* by level: 1 = 4 KiB, 2 = 2 MiB, 3 = 1 GiB */
-size_t ept_bytes;
+static uint64_t *apic_pte;          /* the xAPIC page's leaf, read+execute only */
+static uint64_t *ept_root;
 
-static uint64_t *apic_pte;
-static uint64_t *ept_root;          /* the xAPIC page's leaf, read+execute only */
-
-static bool protected(uint64_t base, uint64_t size)
+/* A leaf: RWX with the MTRR type in bits 5:3 (SDM 29.3.7). */
+static uint64_t ept_leaf(uint64_t pa, int level, int mt)
 {
-    return base < prot_base + prot_size && prot_base < base + size;
+    return pa | EPT_RWX | EPT_MT(mt) | (level > 1 ? EPT_LEAF : 0);
 }
 
-/* The xAPIC page gets a 4 KiB leaf of its own while hv_apic_protected. */
-static bool holds_apic(uint64_t base, uint64_t size)
+static int ept_leaf_type(uint64_t e, int level)
 {
-    return hv_apic_protected && hv_apic_page >= base && hv_apic_page < base + size;
+    (void)level;
+    return (e >> 3) & 7;
 }
 
-/* Fills one entry at `level` mapping [pa, pa + size). */
-static int map_entry(uint64_t *e, int level, uint64_t pa)
-{
-    uint64_t size = 1ull << (12 + 9 * (level - 1));
-    bool prot = protected(pa, size);
-    bool ro = hv_guest_readonly(pa, size);          /* the log ring (core/logring.c) */
-    int t = mtrr_range_type(&mtrr, pa, size);
-    uint64_t *next;
-
-    if (level == 1) {
-        *e = prot ? 0 : pa | EPT_RWX | EPT_MT(t < 0 ? MT_UC : t);
-        if (ro)
-            *e &= ~2ull;
-        if (holds_apic(pa, size)) {
-            *e &= ~2ull;                           /* writes exit (smp.c) */
-            apic_pte = e;
-        }
-        return 0;
-    }
-    if (!prot && !ro && t >= 0 && leaf_ok[level] && !holds_apic(pa, size)) {
-        *e = pa | EPT_RWX | EPT_MT(t) | EPT_LEAF;
-        return 0;
-    }
-    next = hv_alloc(1);
-    if (!next)
-        return -1;
-    ept_bytes += 4096;
-    for (uint64_t i = 0; i < 512; i++)
-        if (map_entry(&next[i], level - 1, pa + i * (size / 512)))
-            return -1;
-    *e = (uint64_t)(uintptr_t)next | EPT_RWX;
-    return 0;
-}
+static struct gpmap_fmt ept_fmt = {
+    .table = EPT_RWX,
+    .write = 2,
+    .ram = EPT_RWX,
+    .leaf = ept_leaf,
+    .leaf_type = ept_leaf_type,
+};
 
 int ept_build(uint64_t *eptp)
 {
     unsigned maxphy = cpuid2(0x80000008, 0).eax & 0xFF;
-    uint64_t cap = vmx.ept_vpid_cap, top = 1ull << maxphy;
-    uint64_t *pml4 = hv_alloc(1);
+    uint64_t cap = vmx.ept_vpid_cap;
+    struct gpmap_result r;
 
-    if (!(cap & CAP_WALK4) || !pml4) {
+    if (!(cap & CAP_WALK4)) {
         hv_log("HV: skip reason=missing-vmx-feature name=ept-4-level-walk\n");
         return -1;
     }
-    ept_bytes = 4096;
-    ept_root = pml4;
-    leaf_ok[1] = true;
-    leaf_ok[2] = cap & CAP_2M;
-    leaf_ok[3] = cap & CAP_1G;
-    mtrr_read(&mtrr, maxphy);
-    hv_protected_range(&prot_base, &prot_size);
-    for (uint64_t i = 0; i < 512 && (i << 39) < top; i++)
-        if (map_entry(&pml4[i], 4, i << 39))
-            return -1;
+    ept_fmt.leaf_ok[1] = true;
+    ept_fmt.leaf_ok[2] = cap & CAP_2M;
+    ept_fmt.leaf_ok[3] = cap & CAP_1G;
+    if (gpmap_build(&ept_fmt, maxphy, &r))
+        return -1;
+    ept_root = r.root;
+    apic_pte = r.apic_pte;
     /* Memory type of the paging structures; walk length 4 (SDM 25.6.11). */
-    *eptp = (uint64_t)(uintptr_t)pml4 | (3u << 3) | (cap & CAP_WB ? MT_WB : MT_UC);
+    *eptp = (uint64_t)(uintptr_t)ept_root | (3u << 3) | (cap & CAP_WB ? MT_WB : MT_UC);
     hv_log("HV: ept maxphyaddr=%u pages=%s ept-bytes=%zu\n", maxphy,
-           leaf_ok[3] ? "1g" : leaf_ok[2] ? "2m" : "4k", ept_bytes);
+           ept_fmt.leaf_ok[3] ? "1g" : ept_fmt.leaf_ok[2] ? "2m" : "4k", r.bytes);
     return 0;
 }
 
@@ -122,24 +90,8 @@ void ept_apic_unprotect(void)
 }
 
 /* Ordinary guest RAM in the EPT view (hypercall buffers, guest page tables,
- * string I/O): every page mapped read-write-execute and write-back.  The
- * pool is not present, the xAPIC page read-only, MMIO uncacheable. */
+ * string I/O). */
 bool ept_gpa_is_ram(uint64_t gpa, uint64_t len)
 {
-    for (uint64_t a = gpa & ~0xFFFull; a < gpa + len; a += 4096) {
-        const uint64_t *t = ept_root;
-        uint64_t e = 0;
-
-        for (int level = 4; t && level >= 1; level--) {
-            e = t[(a >> (12 + 9 * (level - 1))) & 511];
-            if ((e & EPT_RWX) != EPT_RWX)
-                return false;
-            if (level == 1 || (e & EPT_LEAF))
-                break;
-            t = (const uint64_t *)(uintptr_t)(e & 0x000FFFFFFFFFF000ull);
-        }
-        if (!t || ((e >> 3) & 7) != MT_WB)
-            return false;
-    }
-    return true;
+    return gpmap_is_ram(&ept_fmt, ept_root, gpa, len);
 }

@@ -412,6 +412,7 @@ static void vmx_launch_failed(struct hv_cpu *c, int rc)
 
 const struct hv_backend_ops vmx_ops = {
     .name = "vmx",
+    .gpa_map = "ept",
     .global_init = vmx_global_init,
     .cpu_prepare = vmx_cpu_prepare,
     .launch = vmx_launch,

@@ -295,10 +295,8 @@ static void exit_task_switch(struct hv_cpu *c, uint64_t qual)
  * hardware would, the platform reset (core/panic.c); not a panic. */
 static void exit_triple_fault(struct hv_cpu *c, uint64_t qual)
 {
-    hv_log("HV: triple-fault cpu=%u rip=%llx: the guest resets the machine\n", c->index,
-           (unsigned long long)vmcs_readnat(VMCS_GUEST_RIP));
-    vmx_dump_guest(c);
-    hv_platform_reset("triple-fault");
+    (void)qual;
+    hv_guest_triple_fault(c);
 }
 
 static void set_seg(enum vmx_seg s, uint16_t sel, uint64_t base, uint32_t limit, uint32_t ar)
@@ -583,7 +581,7 @@ static void exit_cr(struct hv_cpu *c, uint64_t qual)
  * deterministic, and what a guest touching a hole would most likely see. */
 static void exit_ept_violation(struct hv_cpu *c, uint64_t qual)
 {
-    uint64_t gpa = vmcs_read64(VMCS_GUEST_PHYS_ADDR), pb, ps;
+    uint64_t gpa = vmcs_read64(VMCS_GUEST_PHYS_ADDR);
 
     /* A write to the read-only xAPIC page (smp.c), or a stale read-only
      * translation after the interception ended. */
@@ -600,11 +598,8 @@ static void exit_ept_violation(struct hv_cpu *c, uint64_t qual)
                          intr & ~(INTR_BLOCK_STI | INTR_BLOCK_MOVSS));
         return;
     }
-    hv_protected_range(&pb, &ps);
-    if ((gpa >= pb && gpa < pb + ps) || hv_guest_readonly(gpa, 1)) {   /* pool, log ring */
-        hv_log("HV: ept-block cpu=%u gpa=%llx access=%c%c%c rip=%llx\n", c->index,
-               (unsigned long long)gpa, qual & 1 ? 'r' : '-', qual & 2 ? 'w' : '-',
-               qual & 4 ? 'x' : '-', (unsigned long long)vmcs_readnat(VMCS_GUEST_RIP));
+    if (hv_gpa_blocked(c, gpa, (const char[]){qual & 1 ? 'r' : '-', qual & 2 ? 'w' : '-',
+                                                qual & 4 ? 'x' : '-', 0})) {
         vmcs_write32(VMCS_ENTRY_INTR_INFO, 0);     /* #GP replaces a vectored event */
         return vmx_inject_exception(c, VEC_GP, true, 0);
     }
