@@ -10,9 +10,9 @@
 #include "x86.h"
 #include "cpuid_policy.h"
 
-/* The VT-x backend's static per-CPU array (efi/vmx) still caps it at this;
- * the core and the SVM backend size per-CPU state from MP Services. */
-#define HV_MAX_CPUS 64
+/* Per-CPU state is sized from MP Services; this only bounds the pool a
+ * malformed CPU count could ask for (pytool reads it, efi/core/vmm.c). */
+#define HV_MAX_CPUS 1024
 
 /* Debug-build-only log lines (HV_DEBUG comes from edk2-config.yaml). */
 #if defined(HV_DEBUG) && HV_DEBUG
@@ -290,8 +290,10 @@ void hv_guest_triple_fault(struct hv_cpu *c) __attribute__((noreturn));
 bool hv_gpa_blocked(struct hv_cpu *c, uint64_t gpa, const char *access);
 int64_t hv_hc_log_ring(struct hv_cpu *c);
 int64_t hv_hc_ring_append(struct hv_cpu *c);
-void hv_ring_vendor(bool svm);          /* original image, before the launch */
 void hv_ring_guest_mode(void);          /* original image, on the BSP as a guest */
+/* vmm.c, guest side (original image): a hypercall with the vendor's
+ * instruction; returns RAX, RDX and R8 in and out through the pointers. */
+int64_t hv_guest_hypercall(uint64_t fn, uint64_t *rdx, uint64_t *r8);
 
 /* ---- sleep.c: "S3", "S5" or "unknown" for a PM1a_CNT value with SLP_EN ---- */
 const char *hv_sleep_state(uint32_t pm1_cnt);

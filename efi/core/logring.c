@@ -10,8 +10,6 @@
 #include "hv_lib.h"
 #include "hv_ring.h"
 
-static bool forward_vmmcall;        /* original image: VMMCALL (SVM) or VMCALL */
-
 static void ring_range(uint64_t *base, uint64_t *size)
 {
     const struct hv_ring_hdr *r = plat_ring();
@@ -71,25 +69,13 @@ static bool hv_present(void)
 
 static void forward(const char *s, size_t n)
 {
-    uint64_t rax = HC_RING_APPEND, rcx = HC_MAGIC, rdx = (uint64_t)(uintptr_t)s, r8 = n;
+    uint64_t rdx = (uint64_t)(uintptr_t)s, r8 = n;
 
     if (!hv_present()) {                /* devirtualized: the ring is ours again */
         hv_log_ring_only(s, n);
         return;
     }
-    if (forward_vmmcall)
-        __asm__ volatile("mov %3, %%r8; vmmcall"
-                         : "+a"(rax), "+c"(rcx), "+d"(rdx) : "r"(r8)
-                         : "r8", "r9", "memory");
-    else
-        __asm__ volatile("mov %3, %%r8; vmcall"
-                         : "+a"(rax), "+c"(rcx), "+d"(rdx) : "r"(r8)
-                         : "r8", "r9", "memory");
-}
-
-void hv_ring_vendor(bool svm)
-{
-    forward_vmmcall = svm;
+    hv_guest_hypercall(HC_RING_APPEND, &rdx, &r8);
 }
 
 void hv_ring_guest_mode(void)

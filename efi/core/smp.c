@@ -490,8 +490,8 @@ int hv_devirt_all(struct hv_cpu *c, uint64_t *mask)
         hv_print_stats(hv_cpus[i]);
     for (size_t i = 0; i < hv_cpu_total; i++)
         if (hv_cpus[i] != c)
-            hv_log("HV: devirtualize cpu=%zu %s\n", i,
-                   hv_cpus[i]->left == 1 ? "done" : "refused");
+            hv_log("HV: devirtualize cpu=%zu %s\n", i, hv_cpus[i]->left == 1 ? "done" :
+                   hv_cpus[i]->guest ? "refused" : "not-a-guest");
     __atomic_store_n(&busy, 0, __ATOMIC_RELEASE);  /* a refused CPU may be asked again */
     return refused;
 }

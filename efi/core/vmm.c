@@ -15,6 +15,7 @@
  */
 #include "hv_core.h"
 #include "hv_lib.h"
+#include "hv_cfg.h"
 
 const struct hv_caps *hv_caps_now;
 size_t hv_cpu_total;
@@ -39,7 +40,7 @@ static size_t pool_pages, pool_used;
 static volatile int pool_lock;
 static const struct hv_backend_ops *ops;
 
-#define PERCPU_PAGES 16          /* host_cpu_init + vmx (VMXON, VMCS) or svm (4 pages) */
+#define PERCPU_PAGES 16          /* host_cpu_init + vmx (VMXON, VMCS, state) or svm (4 pages) */
 #define SHARED_PAGES 28          /* IDT, host page tables, MSR/I-O bitmaps, slack */
 
 void *hv_alloc(size_t pages)
@@ -219,6 +220,12 @@ static void cpu_entry(void *ctx, size_t index)
     if (!c)
         return;
     rc = b->prepare(c);
+    if (rc == 0 && index == hv_cpu_total - 1 && index && hv_force(HV_FORCE_LAST_CPU)) {
+        hv_log("HV: debug-fail cpu=%zu: its prepare fails (after entering %s)\n", index,
+               b->name);
+        b->launch_failed(c, -1);
+        rc = -1;
+    }
     if (rc) {
         b->status[index] = CPU_FAIL_PREPARE;
         return;
@@ -241,22 +248,33 @@ static const char *cpu_fail_name(int st)
            st == CPU_FAIL_LAUNCH ? "vmlaunch-failed (see above)" : "not-started-by-mp-services";
 }
 
-/* HC_DEVIRT from the guest side, with the vendor's hypercall instruction.
- * Returns how many guest CPUs are still virtualized (-1: the call failed). */
-static bool boot_svm;
+/* A hypercall from the guest side (this image, on a CPU that runs as our
+ * guest), with the vendor's instruction: VMMCALL on AMD, VMCALL on Intel.
+ * Returns RAX (the status); RDX and R8 come back in *rdx and *r8. */
+static bool guest_svm;
 
-static int64_t devirt_call(void)
+int64_t hv_guest_hypercall(uint64_t fn, uint64_t *rdx, uint64_t *r8)
 {
-    uint64_t rax = HC_DEVIRT, rdx = 0;
-    register uint64_t r8 __asm__("r8") = 0;
+    register uint64_t r8r __asm__("r8") = *r8;
+    uint64_t rax = fn, d = *rdx;
 
-    if (boot_svm)
-        __asm__ volatile("vmmcall" : "+a"(rax), "+d"(rdx), "+r"(r8)
+    if (guest_svm)
+        __asm__ volatile("vmmcall" : "+a"(rax), "+d"(d), "+r"(r8r)
                          : "c"((uint64_t)HC_MAGIC) : "r9", "memory", "cc");
     else
-        __asm__ volatile("vmcall" : "+a"(rax), "+d"(rdx), "+r"(r8)
+        __asm__ volatile("vmcall" : "+a"(rax), "+d"(d), "+r"(r8r)
                          : "c"((uint64_t)HC_MAGIC) : "r9", "memory", "cc");
-    return rax == HC_OK ? (int64_t)r8 : -1;
+    *rdx = d;
+    *r8 = r8r;
+    return (int64_t)rax;
+}
+
+/* HC_DEVIRT: how many guest CPUs are still virtualized (-1: the call failed). */
+static int64_t devirt_call(void)
+{
+    uint64_t rdx = 0, r8 = 0;
+
+    return hv_guest_hypercall(HC_DEVIRT, &rdx, &r8) == HC_OK ? (int64_t)r8 : -1;
 }
 
 struct devirt_ctx { size_t who; volatile int64_t still; };
@@ -344,14 +362,13 @@ int vmm_start(const struct hv_caps *caps)
         hv_log("HV: skip reason=vmx-disabled-by-firmware\n");
         return -1;
     }
-    boot_svm = caps->virt == HV_VIRT_SVM;
+    guest_svm = caps->virt == HV_VIRT_SVM;
     ncpu = plat_cpu_count();
     if (!ncpu) {                 /* no MP Services: the APs could not be covered */
         hv_log("HV: skip reason=no-mp-services\n");
         return -1;
     }
-    /* Only the VT-x backend still has a static per-CPU array (vmx_cpus). */
-    if (caps->virt == HV_VIRT_VMX && ncpu > HV_MAX_CPUS) {
+    if (ncpu > HV_MAX_CPUS) {
         hv_log("HV: skip reason=too-many-cpus cpus=%zu max=%u\n", ncpu, HV_MAX_CPUS);
         return -1;
     }
@@ -367,7 +384,6 @@ int vmm_start(const struct hv_caps *caps)
     }
     boot.status = (volatile int *)(boot.cpu + ncpu);
     hv_log_serial_only();        /* CPU callbacks below run on APs too */
-    hv_ring_vendor(caps->virt == HV_VIRT_SVM);
     hv_cpu_total = ncpu;         /* set before the copy, so the copy has it */
     image_pages = (l.size + 4095) / 4096;
     pages = pool_estimate(caps, image_pages, ncpu);

@@ -25,6 +25,8 @@ enum hv_force {
     HV_FORCE_GUEST_CR0,         /* VMX: guest CR0.PE cleared: invalid guest state */
     HV_FORCE_PIN_CTLS,          /* VMX: pin controls' must-be-1 bits cleared: VMfailValid */
     HV_FORCE_UNEXPECTED_EXIT,   /* VMX: RDTSC exiting set: exit reason 16 */
+    HV_FORCE_LAST_CPU,          /* the last CPU's prepare fails: fail closed */
+    HV_FORCE_VMCB_EFER,         /* SVM: guest EFER.SVME cleared: VMEXIT_INVALID */
     HV_FORCE_COUNT
 };
 extern const char *const hv_force_names[HV_FORCE_COUNT];

@@ -64,6 +64,8 @@ const char *const hv_force_names[HV_FORCE_COUNT] = {
     [HV_FORCE_GUEST_CR0] = "guest-cr0",
     [HV_FORCE_PIN_CTLS] = "pin-controls",
     [HV_FORCE_UNEXPECTED_EXIT] = "unexpected-exit",
+    [HV_FORCE_LAST_CPU] = "last-cpu",
+    [HV_FORCE_VMCB_EFER] = "vmcb-efer",
 };
 
 /* Indices into keys[] of the keys with a parser of their own. */

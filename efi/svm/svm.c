@@ -15,6 +15,7 @@
  */
 #include "svm.h"
 #include "hv_lib.h"
+#include "hv_cfg.h"
 #include "../core/gpmap.h"
 #include "../core/mtrr.h"
 
@@ -294,6 +295,13 @@ static int svm_cpu_prepare(struct hv_cpu *c)
     write_controls(v);
     write_guest_state(v);
     svm_vmsave(s->vmcb_pa);                       /* FS/GS/TR/LDTR/... as they are */
+    if (hv_force(HV_FORCE_VMCB_EFER)) {           /* debug-fail=: VMRUN must refuse it */
+        hv_log("HV: debug-fail corrupts vmcb efer: SVME cleared\n");
+        v->save.efer &= ~EFER_SVME;
+    }
+    s->launched = false;
+    s->launch_state = v->save;
+    s->launch_state.efer |= EFER_SVME;
     c->guest = true;           /* from VMRUN on; a refused VMRUN fails the start */
     return 0;
 }

@@ -46,12 +46,22 @@ struct svm_cpu {
     uint8_t pad1[6];
     uint16_t idt_limit;          /* 0x4E: LIDT operand */
     uint64_t idt_base;           /* 0x50 */
+    uint64_t fail_rsp;           /* 0x58 the launch stub's RSP and RFLAGS */
+    uint64_t fail_rflags;        /* 0x60 */
     struct vmcb *vmcb;
     uint64_t orig_efer;
+    /* A refused first VMRUN resumes the launch stub from this copy of the
+     * guest state as prepared: after VMEXIT_INVALID the VMCB's save area
+     * need not hold it (QEMU writes back a half-loaded state). */
+    bool launched;               /* a VMRUN has entered the guest */
+    struct vmcb_save launch_state;
 };
 _Static_assert(__builtin_offsetof(struct svm_cpu, fail_rip) == 0x30, "svm_entry.S");
 _Static_assert(__builtin_offsetof(struct svm_cpu, gdt_limit) == 0x3E, "svm_entry.S");
 _Static_assert(__builtin_offsetof(struct svm_cpu, idt_limit) == 0x4E, "svm_entry.S");
+_Static_assert(__builtin_offsetof(struct svm_cpu, fail_rsp) == 0x58, "svm_entry.S");
+_Static_assert(__builtin_offsetof(struct svm_cpu, fail_rflags) == 0x60, "svm_entry.S");
+_Static_assert(sizeof(struct svm_cpu) <= 4096, "one page (SVM_PAGE_CPU)");
 
 enum { SVM_PAGE_HSAVE, SVM_PAGE_VMCB, SVM_PAGE_HOST, SVM_PAGE_CPU, SVM_PAGES };
 

@@ -15,6 +15,8 @@
     .set SC_FAIL_RIP, 0x30
     .set SC_GDT, 0x3E
     .set SC_IDT, 0x4E
+    .set SC_FAIL_RSP, 0x58
+    .set SC_FAIL_RFLAGS, 0x60
     .set SVM_CPU_PAGE, 3 * 4096     /* SVM_PAGE_CPU after the host save area */
     .set VMCB_RFLAGS, 0x400 + 0x170
     .set VMCB_RIP, 0x400 + 0x178
@@ -44,6 +46,7 @@ svm_launch:
     lea SVM_CPU_PAGE(%rax), %r11
     mov SC_VMCB_PA(%r11), %r10
     mov %rsp, VMCB_RSP(%r10)
+    mov %rsp, SC_FAIL_RSP(%r11)
     lea 1f(%rip), %rdx
     mov %rdx, VMCB_RIP(%r10)
     lea 2f(%rip), %rdx
@@ -51,6 +54,7 @@ svm_launch:
     pushfq
     pop %rdx
     mov %rdx, VMCB_RFLAGS(%r10)
+    mov %rdx, SC_FAIL_RFLAGS(%r11)
     jmp *SC_HOST_ENTRY(%r11)
 1:  xor %eax, %eax                  /* now a guest */
 2:  pop %r15

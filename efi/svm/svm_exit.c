@@ -426,11 +426,14 @@ static void exit_invalid(struct hv_cpu *c, struct vmcb *v)
     hv_log("HV: vmexit-invalid cpu=%u exitcode=%llx: VMRUN refused the guest state\n",
            c->index, (unsigned long long)v->ctl.exitcode);
     explain_invalid(c, v);
-    /* The first VMRUN leaves RIP at svm_launch's label 1, two bytes (XOR
-     * EAX, EAX) before its failure return: then fail open, back there. */
-    if (v->save.rip + 2 != s->fail_rip)
+    /* A refused first VMRUN fails open: back to svm_launch's failure return
+     * (label 2) as prepared, RAX = 1; it restores the callee-saved GPRs. */
+    if (s->launched)
         hv_panic(c, "vmexit-invalid\n");
+    v->save = s->launch_state;
     v->save.rip = s->fail_rip;
+    v->save.rsp = s->fail_rsp;
+    v->save.rflags = s->fail_rflags;
     c->regs->rax = 1;
     c->guest = false;
     svm_devirtualize(c);
@@ -449,6 +452,7 @@ __attribute__((sysv_abi)) int svm_exit_fast(struct hv_regs *regs, struct hv_cpu 
         return 1;
     c->regs = regs;
     regs->rax = v->save.rax;
+    svm_of(c)->launched = true;
     v->ctl.tlb_control = TLB_NONE;
     v->ctl.eventinj = 0;                           /* an instruction exit: nothing lost */
     c->exits[HV_EXIT_CPUID]++;
@@ -476,8 +480,11 @@ __attribute__((sysv_abi)) void svm_exit_handler(struct hv_regs *regs)
      * (Limit: a software INTn re-injected without NRIPS.) */
     v->ctl.eventinj = (v->ctl.exitintinfo & EVT_VALID) ? v->ctl.exitintinfo : 0;
     if ((uint32_t)code == VMEXIT_INVALID) {
-        exit_invalid(c, v);
-    } else if (code == VMEXIT_NPF) {
+        exit_invalid(c, v);                        /* does not return */
+        return;
+    }
+    svm_of(c)->launched = true;
+    if (code == VMEXIT_NPF) {
         c->exits[HV_EXIT_NPF]++;
         exit_npf(c, v);
     } else {

@@ -8,7 +8,6 @@
 #include "../core/msr_policy.h"
 
 struct vmx_global vmx;
-struct vmx_cpu vmx_cpus[HV_MAX_CPUS];
 
 /* ---- controls: wanted & allowed (vmx_ctl.c) ----------------------------- */
 static uint32_t ctl_compute(int group, uint32_t msr, bool *ok)
@@ -364,9 +363,9 @@ static int write_guest_state(void)
 /* ---- per-CPU entry points --------------------------------------------------- */
 static int vmx_cpu_prepare(struct hv_cpu *c)
 {
-    struct vmx_cpu *v = &vmx_cpus[c->index];
+    struct vmx_cpu *v = c->backend = c->backend ? c->backend : hv_alloc(1);
 
-    if (feature_control_enable())
+    if (!v || feature_control_enable())
         return -1;
     hv_smp_cpu_init(c);
     v->vmxon = v->vmxon ? v->vmxon : hv_alloc(1);
@@ -407,7 +406,7 @@ static void vmx_launch_failed(struct hv_cpu *c, int rc)
     if (rc == VMX_FAIL_VALID)
         vmx_entry_check_report(c, true);
     vmx_off();
-    restore_crs(&vmx_cpus[c->index]);
+    restore_crs(vmx_of(c));
 }
 
 const struct hv_backend_ops vmx_ops = {

@@ -56,7 +56,8 @@ struct vmx_cpu {
     void *vmxon, *vmcs;
     uint64_t orig_cr0, orig_cr4;
 };
-extern struct vmx_cpu vmx_cpus[HV_MAX_CPUS];
+/* In the pool, one page per CPU (hv_cpu.backend), made at the first prepare. */
+static inline struct vmx_cpu *vmx_of(struct hv_cpu *c) { return c->backend; }
 
 /* ept.c */
 int ept_build(uint64_t *eptp);
@@ -89,7 +90,5 @@ void vmx_force_before_launch(struct hv_cpu *c);
 /* vmx_entry.S */
 int vmx_launch(void);
 void vmx_exit_entry(void);
-void vmx_devirt_jump(const struct hv_regs *r, const uint64_t frame[5], uint64_t cr3)
-    __attribute__((noreturn));
 
 #endif

@@ -190,12 +190,7 @@ void vmx_dump_guest(struct hv_cpu *c)
            (unsigned long long)vmcs_readnat(VMCS_GUEST_IDTR_BASE),
            vmcs_read32(VMCS_GUEST_IDTR_LIMIT), vmcs_read32(VMCS_GUEST_ACTIVITY),
            vmcs_read32(VMCS_GUEST_INTERRUPTIBILITY), vmcs_read32(VMCS_ENTRY_CTLS));
-    if (r)
-        hv_log("HV: guest rax=%llx rbx=%llx rcx=%llx rdx=%llx rsi=%llx rdi=%llx rbp=%llx\n",
-               (unsigned long long)r->rax, (unsigned long long)r->rbx,
-               (unsigned long long)r->rcx, (unsigned long long)r->rdx,
-               (unsigned long long)r->rsi, (unsigned long long)r->rdi,
-               (unsigned long long)r->rbp);
+    hv_dump_regs(r);
 }
 
 /* ---- NMIs (SDM Vol 3C 25.3, 26.6.1.2) ------------------------------------------ */
@@ -424,7 +419,7 @@ bool vmx_can_leave_now(struct hv_cpu *c)
 void vmx_leave_parked(struct hv_cpu *c)
 {
     c->nmi_kick = NULL;
-    vmx_clear((uint64_t)(uintptr_t)vmx_cpus[c->index].vmcs);
+    vmx_clear((uint64_t)(uintptr_t)vmx_of(c)->vmcs);
     vmx_off();
     write_cr4(read_cr4() & ~CR4_VMXE);
     halt_forever();
@@ -783,10 +778,10 @@ static void load_tr(uint64_t gdt_base, uint16_t sel)
 
 /* Leaves VMX on this CPU and resumes the guest natively after the VMCALL:
  * guest control registers, descriptor tables, segments and MSRs go back into
- * the processor, then vmx_devirt_jump restores CR3 and the GPRs with IRETQ. */
+ * the processor, then hv_resume_native restores CR3 and the GPRs with IRETQ. */
 void vmx_devirtualize(struct hv_cpu *c)
 {
-    struct vmx_cpu *v = &vmx_cpus[c->index];
+    struct vmx_cpu *v = vmx_of(c);
     struct desc_ptr gdt = {(uint16_t)vmcs_read32(VMCS_GUEST_GDTR_LIMIT),
                            vmcs_readnat(VMCS_GUEST_GDTR_BASE)};
     struct desc_ptr idt = {(uint16_t)vmcs_read32(VMCS_GUEST_IDTR_LIMIT),
@@ -825,5 +820,5 @@ void vmx_devirtualize(struct hv_cpu *c)
     wrmsr(MSR_SYSENTER_ESP, se_esp);
     wrmsr(MSR_SYSENTER_EIP, se_eip);
     __asm__ volatile("mov %0, %%dr7" : : "r"(dr7));
-    vmx_devirt_jump(c->regs, frame, cr3);
+    hv_resume_native(c->regs, frame, cr3);
 }
