@@ -19,7 +19,7 @@ const char *const hv_exit_names[HV_EXIT_COUNT] = {
     [HV_EXIT_NMI] = "nmi",           [HV_EXIT_NMI_WINDOW] = "nmiwin",
     [HV_EXIT_NPF] = "ept",           [HV_EXIT_TRIPLE_FAULT] = "triple",
     [HV_EXIT_OTHER] = "other",       [HV_EXIT_APIC_WRITE] = "apic",
-    [HV_EXIT_IO] = "io",
+    [HV_EXIT_IO] = "io",             [HV_EXIT_SMI] = "smi",
 };
 
 void hv_count_exit(struct hv_cpu *c, enum hv_exit kind)

@@ -198,8 +198,10 @@ static int svm_global_init(void)
 /* ---- the VMCB: controls ---------------------------------------------------------- */
 static void write_controls(struct vmcb *v)
 {
-    v->ctl.icpt3 = ICPT_NMI | ICPT_CPUID | ICPT_INVD | ICPT_INVLPGA | ICPT_IOIO | ICPT_MSR |
-                   ICPT_SHUTDOWN;
+    /* SMIs are intercepted so that SMM runs in the host's context, as the
+     * firmware's SMM code expects (svm_exit.c, exit_smi). */
+    v->ctl.icpt3 = ICPT_NMI | ICPT_SMI | ICPT_CPUID | ICPT_INVD | ICPT_INVLPGA | ICPT_IOIO |
+                   ICPT_MSR | ICPT_SHUTDOWN;
     /* VMRUN must be intercepted (APM 15.5.1); the rest hide SVM (#UD). */
     v->ctl.icpt4 = ICPT_VMRUN | ICPT_VMMCALL | ICPT_VMLOAD | ICPT_VMSAVE | ICPT_STGI |
                    ICPT_CLGI | ICPT_SKINIT;

@@ -22,12 +22,13 @@ static void exit_vintr(struct hv_cpu *c, struct vmcb *v);
 static void exit_io(struct hv_cpu *c, struct vmcb *v);
 static void exit_msr(struct hv_cpu *c, struct vmcb *v);
 static void exit_shutdown(struct hv_cpu *c, struct vmcb *v);
+static void exit_smi(struct hv_cpu *c, struct vmcb *v);
 
 #define VIRT_INSN(n) {n, HV_EXIT_VIRT_INSN, NULL}
 static const struct exit_entry exit_table[] = {
     [VMEXIT_INTR] = {"intr", HV_EXIT_OTHER, NULL},
     [VMEXIT_NMI] = {"nmi", HV_EXIT_NMI, exit_nmi},
-    [VMEXIT_SMI] = {"smi", HV_EXIT_OTHER, NULL},
+    [VMEXIT_SMI] = {"smi", HV_EXIT_SMI, exit_smi},
     [VMEXIT_INIT] = {"init", HV_EXIT_OTHER, NULL},
     [VMEXIT_VINTR] = {"vintr", HV_EXIT_NMI_WINDOW, exit_vintr},
     [VMEXIT_CPUID] = {"cpuid", HV_EXIT_CPUID, NULL},
@@ -207,6 +208,18 @@ static void explain_invalid(struct hv_cpu *c, struct vmcb *v)
  * host's IDT, whose handler counts it in nmi_pending (host_nmi); the core
  * then tells a wake-up from a guest NMI by the request counts (smp.c). */
 static void exit_nmi(struct hv_cpu *c, struct vmcb *v)
+{
+    (void)c;
+    (void)v;
+    __asm__ volatile("stgi; nop; nop; clgi" ::: "memory");
+}
+
+/* An SMI in the guest (the firmware's runtime services trigger them, e.g. an
+ * OUT to the APM port for a variable write under Secure Boot): it stays
+ * pending while GIF = 0 (APM 15.13.3), so the same window takes it in the
+ * host's context; SMM's RSM returns here and the guest resumes after the
+ * instruction that raised it (QEMU TCG mishandles SMM taken in guest mode). */
+static void exit_smi(struct hv_cpu *c, struct vmcb *v)
 {
     (void)c;
     (void)v;

@@ -11,6 +11,7 @@
 /* Intercept vector 3 (VMCB 0x00C, APM Table B-1). */
 #define ICPT_INTR      (1u << 0)
 #define ICPT_NMI       (1u << 1)
+#define ICPT_SMI       (1u << 2)
 #define ICPT_INIT      (1u << 3)
 #define ICPT_VINTR     (1u << 4)
 #define ICPT_CPUID     (1u << 18)
