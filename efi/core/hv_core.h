@@ -143,7 +143,7 @@ struct hv_cpu {
     uint32_t nmi_seen;
     uint8_t sipi_vector;            /* with REQ_SIPI */
     bool sipi_armed;                /* an INIT was sent; the next SIPI counts */
-    bool parked;                    /* in the emulated wait-for-SIPI state */
+    volatile bool parked;                      /* in the emulated wait-for-SIPI state */
     bool guest_nmi;                 /* an NMI the guest must still receive */
     uint32_t guest_nmis;            /* more of them, after that one */
     /* The backend's "exit at once after VM entry", called from the host

@@ -226,6 +226,9 @@ static void record(struct hv_cpu *c, struct hv_cpu *t, unsigned dm, uint8_t vec)
     } else {
         send = false;                              /* a started CPU ignores SIPI */
     }
+    /* A parked CPU polls its requests in the host: no NMI, so no wake-up
+     * NMI can coalesce with (and later be mistaken for) one of the guest's. */
+    send = send && !t->parked;
     unlock(&t->lock);
     HV_TRACE("HV: trace cpu=%u sends %s vec=%x to cpu=%u\n", c->index,
              dm == DM_INIT ? "init" : "sipi", vec, t->index);
@@ -417,18 +420,21 @@ again:
         c->guest_nmi = true;
     }
     if (c->req) {
+        bool was_parked = c->parked, start;
+
         lock(&c->lock);
         req = c->req;
         vec = c->sipi_vector;
         c->req = 0;
+        /* The wait-for-SIPI state changes under the lock: a sender that sees
+         * this CPU parked sends no NMI (record), the wait below polls req. */
+        start = (req & REQ_SIPI) && (was_parked || (req & REQ_INIT));
+        c->parked = (was_parked || (req & REQ_INIT)) && !start;
         unlock(&c->lock);
-        if (req & REQ_INIT) {
+        if (req & REQ_INIT)
             c->ops->park_init(c);
-            c->parked = true;
-        }
-        if ((req & REQ_SIPI) && c->parked) {
+        if (start) {
             c->ops->start_sipi(c, vec);
-            c->parked = false;
             if (boot_services_gone())
                 c->os_started = true;
         }
