@@ -3,6 +3,7 @@
  * environment, the VMRUN loop and VMSAVE/VMLOAD.  Microsoft x64 calling
  * convention, except svm_exit_handler (SysV, as vmx_exit_handler).
  */
+#include "hv_asm.h"
     .text
 
     .set MSR_VM_HSAVE_PA, 0xC0010117
@@ -31,14 +32,7 @@
  * VM_HSAVE_PA, which svm_cpu_prepare set. */
     .globl svm_launch
 svm_launch:
-    push %rbx
-    push %rbp
-    push %rdi
-    push %rsi
-    push %r12
-    push %r13
-    push %r14
-    push %r15
+    PUSH_CALLEE_SAVED
     mov $MSR_VM_HSAVE_PA, %ecx
     rdmsr
     shl $32, %rdx
@@ -57,14 +51,7 @@ svm_launch:
     mov %rdx, SC_FAIL_RFLAGS(%r11)
     jmp *SC_HOST_ENTRY(%r11)
 1:  xor %eax, %eax                  /* now a guest */
-2:  pop %r15
-    pop %r14
-    pop %r13
-    pop %r12
-    pop %rsi
-    pop %rdi
-    pop %rbp
-    pop %rbx
+2:  POP_CALLEE_SAVED
     ret
 
 /* svm_host_start: R11 = struct svm_cpu.  Loads the hypervisor's own GDT,

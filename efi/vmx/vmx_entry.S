@@ -2,6 +2,7 @@
  * vmx_entry.S - the only VT-x asm: the launch stub, the VM-exit entry and
  * the final jump of devirtualization.  Microsoft x64 calling convention.
  */
+#include "hv_asm.h"
     .text
 
 /* int vmx_launch(void)
@@ -11,14 +12,7 @@
  * returns 1 (VMfailInvalid) or 2 (VMfailValid) in VMX root operation. */
     .globl vmx_launch
 vmx_launch:
-    push %rbx
-    push %rbp
-    push %rdi
-    push %rsi
-    push %r12
-    push %r13
-    push %r14
-    push %r15
+    PUSH_CALLEE_SAVED
     mov $0x681C, %rax               /* GUEST_RSP */
     vmwrite %rsp, %rax
     lea 1f(%rip), %rdx
@@ -34,14 +28,7 @@ vmx_launch:
     mov $2, %eax
     jmp 2f
 1:  xor %eax, %eax                  /* now a guest */
-2:  pop %r15
-    pop %r14
-    pop %r13
-    pop %r12
-    pop %rsi
-    pop %rdi
-    pop %rbp
-    pop %rbx
+2:  POP_CALLEE_SAVED
     ret
 
 /* VM-exit entry (HOST_RIP).  HOST_RSP is the 16-byte aligned top of this
