@@ -50,6 +50,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--accel", choices=("tcg", "kvm"), default=None,
                    help="force the QEMU accelerator")
     p.add_argument("--quiet", action="store_true", help="do not stream serial output")
+    p.add_argument("--s3", action="store_true",
+                   help="offer ACPI S3 and wake the machine a second after each "
+                        "suspend (QEMU)")
 
 
 def _positive(text: str) -> int:
@@ -137,6 +140,7 @@ def spec_from_args(a: argparse.Namespace, cfg: dict):
     spec.ordered = spec.ordered and not a.unordered
     spec.hv = spec.hv and not a.no_hv
     spec.keep_running = a.keep_running
+    spec.s3 = spec.s3 or a.s3
     spec.release = spec.release or a.release
     spec.live = not a.quiet
     return spec

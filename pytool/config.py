@@ -78,6 +78,9 @@ _SCENARIO = {
     "release": (bool, False, False),
     "marks": (ListOf(str), False, []),
     "chain": (_CHAIN, False, None),
+    # The machine offers ACPI S3 and the runner wakes it (QMP system_wakeup)
+    # a second after each suspend: QEMU only.
+    "s3": (bool, False, False),
 }
 SCHEMA = {
     "build": ({

@@ -265,17 +265,20 @@ say "GUEST-LINUX: userspace up cpus=$(cat /sys/devices/system/cpu/online)"
 
 [ -f /lib/modules/msr.ko ] && insmod /lib/modules/msr.ko   # /dev/cpu/N/msr
 
-if [ -x /bin/hvcheck ]; then
+# run_hvcheck [PREFIX]: its report lines, each after "GUEST-LINUX: PREFIX".
+run_hvcheck() {
+    [ -x /bin/hvcheck ] || return 0
     /bin/hvcheck > /tmp/hvcheck.out 2>&1
     rc=$?
     while IFS= read -r line; do
         case "$line" in
-            "GUEST-LINUX: "*) say "$line" ;;     # hvcheck's own report lines
-            *) say "GUEST-LINUX: hvcheck: $line" ;;
+            "GUEST-LINUX: "*) say "GUEST-LINUX: $1${line#GUEST-LINUX: }" ;;
+            *) say "GUEST-LINUX: $1hvcheck: $line" ;;
         esac
     done < /tmp/hvcheck.out
-    say "GUEST-LINUX: hvcheck rc=$rc"
-fi
+    say "GUEST-LINUX: $1hvcheck rc=$rc"
+}
+run_hvcheck
 
 # hvtest=sysrq on the command line: an NMI backtrace of every CPU (issue 8: NMIs
 # reach the guest promptly); the kernel logs "NMI backtrace for cpu N" per CPU.
@@ -313,6 +316,48 @@ while IFS= read -r line; do
     esac
 done < /proc/iomem
 
+# hvtest=reboot-all (QEMU, whose variable store lives across resets): each of
+# Linux's reboot paths on a boot of its own - ACPI reset register, keyboard
+# controller, EFI ResetSystem, triple fault - then the rest of this script.  An
+# EFI variable per boot (attributes NV+BS+RT) says which boot this is.
+REBOOTS="acpi kbd efi triple"
+BOOTVAR=/sys/firmware/efi/efivars/HvTestBoot
+BOOTGUID=5d3c8a41-7b2e-4f6a-9c1d-2e8b0f4a6c17
+boot=0
+case " $(cat /proc/cmdline) " in
+    *" hvtest=reboot-all "*)
+        boot=1
+        while [ -e "$BOOTVAR$boot-$BOOTGUID" ]; do boot=$((boot + 1)); done ;;
+esac
+set -- $REBOOTS
+reboot_type=$(eval echo \${$boot})
+if [ "$boot" -gt 0 ] && [ -n "$reboot_type" ]; then
+    printf '\007\000\000\000\001' > "$BOOTVAR$boot-$BOOTGUID"
+    echo "$reboot_type" > /sys/kernel/reboot/type
+    say "GUEST-LINUX: reboot boot=$boot type=$(cat /sys/kernel/reboot/type)"
+    sleep 1
+    reboot -f
+fi
+[ "$boot" -gt 0 ] && say "GUEST-LINUX: reboot boot=$boot type=none: every path done"
+
+# hvtest=s3: suspend to RAM; the runner wakes the machine (scenario `s3: true`).
+# The hypervisor ends at S3 (efi/core/sleep.c): after resume hvcheck must find
+# no hypervisor on any CPU - nothing is left half-virtualized.
+case " $(cat /proc/cmdline) " in
+    *" hvtest=s3 "*)
+        say "GUEST-LINUX: s3 suspend"
+        echo mem > /sys/power/state
+        say "GUEST-LINUX: s3 resumed rc=$? cpus=$(cat /sys/devices/system/cpu/online)"
+        echo "hvcheck=baseline" > /tmp/baseline.cmdline
+        export HVCHECK_CMDLINE=/tmp/baseline.cmdline
+        run_hvcheck "after-s3 "
+        # What a user without a serial port sees: the ring says why it ended.
+        [ -x /bin/hvlog ] && /bin/hvlog > /tmp/hvlog-s3.out 2>&1
+        while IFS= read -r line; do
+            case "$line" in *"HV: sleep "*) say "GUEST-LINUX: after-s3 hvlog: $line" ;; esac
+        done < /tmp/hvlog-s3.out ;;
+esac
+
 say "GUEST-LINUX: done"
 sleep 1
 # hvtest=reboot: end with a reboot instead: by triple fault on the first boot of a
@@ -332,7 +377,7 @@ poweroff -f
 # Applets the init script runs as commands (echo, [ and read are ash builtins, but the
 # symlinks cost nothing and help when someone drops into the shell).
 APPLETS = ("sh", "mount", "mkdir", "cat", "echo", "sleep", "poweroff", "ls", "dmesg",
-           "[", "test", "insmod", "reboot")
+           "[", "test", "insmod", "reboot", "printf")
 
 
 def _is_static_elf(path: Path) -> bool:

@@ -69,6 +69,7 @@ class RunSpec:
     name: str | None = None         # scenario name
     live: bool = True               # stream serial to stdout
     chain: "object | None" = None   # bootchain.Chain: USB stick + the machine's own OS
+    s3: bool = False                # offer ACPI S3; wake the machine after each suspend
 
 
 @dataclass
@@ -173,6 +174,8 @@ def validate_spec(spec: RunSpec, engine: str, hv_max: int | None = None,
                 raise RunError(f"--{kind} {p!r} is not a valid regex: {exc}") from None
     if not spec.timeout > 0:
         raise RunError(f"--timeout {spec.timeout:g}: must be more than 0 seconds")
+    if spec.s3 and engine != "qemu":
+        raise RunError(f"--s3: only QEMU can suspend to RAM and wake (engine {engine})")
     low = MIN_MEMORY_MB.get(engine, 0)
     if spec.memory < low:
         raise RunError(f"--memory {spec.memory}: OVMF on {engine} needs at least "
@@ -299,7 +302,8 @@ def spec_from_scenario(cfg: dict, sc: dict, **overrides) -> RunSpec:
                            if f.get("re", f) not in sc.get("allow", [])] + list(sc["forbid"]),
                    ordered=sc["ordered"], timeout=sc["timeout"], release=sc["release"],
                    guest_ends=sc["guest_ends"],
-                   cpu_model=sc["cpu_model"], hv_cfg=sc["hv_cfg"], name=sc["name"])
+                   cpu_model=sc["cpu_model"], hv_cfg=sc["hv_cfg"], name=sc["name"],
+                   s3=sc["s3"])
     if sc.get("chain"):
         from .bootchain import Chain
         spec.chain = Chain(**sc["chain"])
@@ -470,7 +474,7 @@ def _make_engine(cfg: dict, spec: RunSpec, engine: str, accel, cpu: str,
     if engine == "qemu" and chain_kw:
         kw = dict(cpu=cpu, accel=accel, smp=spec.smp, memory=spec.memory,
                   code=Path(fw["qemu"]["code"]), disk=disk,
-                  machine=cfg["engines"]["qemu"]["machine"])
+                  machine=cfg["engines"]["qemu"]["machine"], s3=spec.s3)
         kw.update(chain_kw)
         return QemuEngine(run_dir, QemuSetup(**kw))
     if engine == "qemu":
@@ -479,7 +483,7 @@ def _make_engine(cfg: dict, spec: RunSpec, engine: str, accel, cpu: str,
         return QemuEngine(run_dir, QemuSetup(
             cpu=cpu, accel=accel, smp=spec.smp, memory=spec.memory,
             code=Path(fw["qemu"]["code"]), vars=vars_copy, disk=disk,
-            machine=cfg["engines"]["qemu"]["machine"]))
+            machine=cfg["engines"]["qemu"]["machine"], s3=spec.s3))
     return BochsEngine(run_dir, BochsSetup(
         cpu_model=cpu, smp=spec.smp, memory=spec.memory, rom=Path(fw["bochs"]["rom"]),
         vgarom=Path(fw["bochs"]["vgarom"]), disk=disk,

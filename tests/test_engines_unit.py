@@ -33,6 +33,11 @@ def test_qemu_command():
     assert "-nodefaults" in cmd
 
 
+def test_qemu_s3_is_offered_only_when_asked():
+    assert ("-global", "ICH9-LPC.disable_s3=0") in pairs(qemu_command(qsetup(s3=True), Path("/q")))
+    assert "ICH9-LPC.disable_s3=0" not in qemu_command(qsetup(), Path("/q"))
+
+
 def test_qemu_kvm_profile():
     cmd = qemu_command(qsetup(accel="kvm", cpu="host,+vmx"), Path("/q"))
     assert ("-accel", "kvm") in pairs(cmd) and ("-cpu", "host,+vmx") in pairs(cmd)

@@ -119,7 +119,7 @@ def test_init_script_protocol():
     for want in ("mount -t proc", "mount -t sysfs", "mount -t devtmpfs",
                  "/sys/devices/system/cpu/online", "/dev/kmsg",
                  "GUEST-LINUX: userspace up cpus=", "/bin/hvcheck", "GUEST-LINUX: done",
-                 '"GUEST-LINUX: "*) say "$line"',
+                 '"GUEST-LINUX: "*) say "GUEST-LINUX: $1${line#GUEST-LINUX: }"',
                  "sleep 1", "poweroff -f"):
         assert want in s
 

@@ -57,6 +57,7 @@ def test_hv_max_cpus_comes_from_the_header(tmp_path):
     (RunSpec(memory=1), "qemu", f"needs at least {MIN_MEMORY_MB['qemu']} MiB"),
     (RunSpec(memory=1), "bochs", f"needs at least {MIN_MEMORY_MB['bochs']} MiB"),
     (RunSpec(smp=0), "qemu", "--smp 0: qemu runs 1 to"),
+    (RunSpec(s3=True), "bochs", "--s3: only QEMU can suspend to RAM and wake"),
     (RunSpec(smp=MAX_CPUS["bochs"] + 1), "bochs", "bochs runs 1 to 255 CPUs"),
     (RunSpec(smp=MAX_CPUS["qemu"] + 1), "qemu", "qemu runs 1 to 288 CPUs"),
 ])

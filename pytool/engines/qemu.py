@@ -36,6 +36,7 @@ class QemuSetup:
     usb_stick: bool = False     # the disk is a USB stick (usb-storage on qemu-xhci)
     internal_disks: tuple = ()  # more disks, on the AHCI ports after it (no bootindex)
     secure_boot: bool = False   # SMM and a secure flash: the secboot OVMF needs both
+    s3: bool = False            # offer S3 (ICH9 \_S3) and wake after each suspend
 
 
 def qemu_command(s: QemuSetup, qmp_socket: Path, binary: str = QEMU) -> list[str]:
@@ -44,6 +45,7 @@ def qemu_command(s: QemuSetup, qmp_socket: Path, binary: str = QEMU) -> list[str
         binary,
         "-machine", s.machine + (",smm=on" if s.secure_boot else ""),  # PCIe chipset OVMF targets
         *secure_boot_args(s),
+        *(["-global", "ICH9-LPC.disable_s3=0"] if s.s3 else []),   # DSDT gets \_S3
         "-accel", s.accel,
         "-cpu", s.cpu,
         "-smp", str(s.smp),
@@ -134,12 +136,24 @@ class QemuEngine(Engine):
         self.event("query-status", status=status.get("status"))
 
     async def _watch_events(self) -> None:
-        """Record every QMP event; SHUTDOWN, RESET and GUEST_PANICKED matter most."""
+        """Record every QMP event; SHUTDOWN, RESET and GUEST_PANICKED matter most.
+        With S3 offered, a SUSPEND is answered by system_wakeup a second later
+        (the power button of a sleeping laptop)."""
         try:
             async for ev in self.qmp.events:
                 self.event("qmp:" + ev["event"], data=ev.get("data", {}))
+                if ev["event"] == "SUSPEND" and self.setup.s3:
+                    self._tasks.append(asyncio.create_task(self._wake()))
         except asyncio.CancelledError:
             pass
+
+    async def _wake(self) -> None:
+        await asyncio.sleep(1)
+        try:
+            await self.qmp.execute("system_wakeup")
+            self.event("system_wakeup")
+        except Exception as exc:     # QEMU gone meanwhile: the run ends anyway
+            self.event("system_wakeup-failed", error=str(exc))
 
     async def _serial_source(self) -> None:
         await self._pump_stream(self.proc.stdout)
