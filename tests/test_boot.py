@@ -67,17 +67,20 @@ def iomem_ranges(serial: str) -> list[tuple[int, int, str]]:
 
 def check_hv_memory_reserved(res) -> None:
     """The hypervisor's resident pool is reserved in Linux's map, never System RAM,
-    and the guest never touched it (no EPT block was logged)."""
-    m = re.search(r"HV: resident image=(0x[0-9a-f]+) pool-pages=(\d+)", res.serial)
-    assert m, "the hypervisor did not report its resident pool"
-    lo = int(m.group(1), 16)
-    hi = lo + int(m.group(2)) * 4096 - 1
-    ranges = iomem_ranges(res.serial)
-    assert ranges, "the guest printed no memory map"
-    ram = [r for r in ranges if r[2] == "System RAM" and r[0] <= hi and lo <= r[1]]
-    assert not ram, f"hypervisor pool {lo:#x}-{hi:#x} overlaps System RAM {ram}"
-    assert any(r[2] == "Reserved" and r[0] <= lo and hi <= r[1] for r in ranges), \
-        f"hypervisor pool {lo:#x}-{hi:#x} is not inside a Reserved range: {ranges}"
+    and the guest never touched it (no EPT block was logged).  Per boot: a run that
+    reboots gets a new pool each time."""
+    boots = re.split(r"(?=HV: resident image=)", res.serial)[1:]
+    assert boots, "the hypervisor did not report its resident pool"
+    for boot in boots:
+        m = re.match(r"HV: resident image=(0x[0-9a-f]+) pool-pages=(\d+)", boot)
+        lo = int(m.group(1), 16)
+        hi = lo + int(m.group(2)) * 4096 - 1
+        ranges = iomem_ranges(boot)
+        assert ranges, "the guest printed no memory map"
+        ram = [r for r in ranges if r[2] == "System RAM" and r[0] <= hi and lo <= r[1]]
+        assert not ram, f"hypervisor pool {lo:#x}-{hi:#x} overlaps System RAM {ram}"
+        assert any(r[2] == "Reserved" and r[0] <= lo and hi <= r[1] for r in ranges), \
+            f"hypervisor pool {lo:#x}-{hi:#x} is not inside a Reserved range: {ranges}"
     assert "HV: ept-block" not in res.serial
     assert "HV: npt-block" not in res.serial
 
@@ -131,8 +134,20 @@ _LOG = """HV: resident image=0x1e186000 pool-pages=72
 """
 
 
+_LOG2 = """HV: resident image=0x2e186000 pool-pages=72
+[  7.4] GUEST-LINUX: iomem 00100000-2e185fff : System RAM
+[  7.5] GUEST-LINUX: iomem 2e186000-2e1cdfff : Reserved
+"""
+
+
 def test_hv_memory_check_accepts_a_reserved_pool():
     check_hv_memory_reserved(_Fake(_LOG))
+    check_hv_memory_reserved(_Fake(_LOG + _LOG2))   # a reboot: each boot its own pool
+
+
+def test_hv_memory_check_rejects_a_later_boot():
+    with pytest.raises(AssertionError):
+        check_hv_memory_reserved(_Fake(_LOG + _LOG2.replace(": Reserved", ": System RAM")))
 
 
 @pytest.mark.parametrize("log", [

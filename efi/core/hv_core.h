@@ -110,6 +110,14 @@ struct hv_backend_ops {
     /* Stop intercepting writes to the xAPIC page and to the x2APIC ICR
      * (global), and flush the local guest-physical mappings. */
     void (*apic_unprotect)(void);
+    /* Intercept them again (before S3: the OS restarts its APs on resume). */
+    void (*apic_protect)(void);
+    /* S3 resume (sleep.c): on a CPU back from reset, on its host stack,
+     * enable SVM/VMX again and enter the guest in real mode at cs:ip: the
+     * firmware's hand-over at the waking vector (wake) or a start-up IPI's.
+     * NULL: the hypervisor ends at S3. */
+    void (*s3_resume)(struct hv_cpu *c, uint16_t cs, uint16_t ip, bool wake)
+        __attribute__((noreturn));
     void (*flush_ept)(struct hv_cpu *c);
     /* Guest state the instruction decoder needs (efi/core/insn.c). */
     void (*guest_paging)(struct hv_cpu *c, struct hv_guest_paging *p);
@@ -155,6 +163,8 @@ struct hv_cpu {
     volatile bool guest;            /* runs as our guest (set at prepare) */
     uint32_t icr_high;              /* the guest's xAPIC ICR[63:32] */
     uint32_t apic_ldr, apic_dfr;    /* the guest's xAPIC LDR/DFR (logical IPIs) */
+    volatile bool s3_down;          /* off since S3, until the OS starts it (sleep.c) */
+    int16_t s3_sipi;                /* its start-up vector then, -1: none yet */
 };
 
 static inline struct hv_cpu *this_cpu(void)
@@ -297,6 +307,20 @@ int64_t hv_guest_hypercall(uint64_t fn, uint64_t *rdx, uint64_t *r8);
 
 /* ---- sleep.c: "S3", "S5" or "unknown" for a PM1a_CNT value with SLP_EN ---- */
 const char *hv_sleep_state(uint32_t pm1_cnt);
+/* Before the S3 write goes out: take over the waking vector; false (and
+ * logged) when the hypervisor ends at S3 instead. */
+bool hv_s3_prepare(struct hv_cpu *c, uint16_t port, uint32_t val);
+/* The OS's INIT/SIPI to t: true when t is down since S3 (it is started
+ * through the resume stub). */
+bool hv_s3_start_ap(struct hv_cpu *c, struct hv_cpu *t, bool init, uint8_t vec);
+void hv_s3_cpu_entry(struct hv_cpu *c) __attribute__((noreturn));
+void hv_s3_done(void);
+/* The resume stub's pages: read-only to the guest (gpmap.c). */
+bool hv_s3_page(uint64_t base, uint64_t size);
+/* smp.c: the ICR intercepts on again for the OS's AP restart after S3; a
+ * real INIT and start-up IPI (vector) to apic_id. */
+void hv_smp_s3_rearm(struct hv_cpu *c);
+void hv_send_start(struct hv_cpu *c, uint32_t apic_id, uint8_t vector);
 
 /* ---- hypercall.c ---------------------------------------------------------- */
 void hv_hypercall(struct hv_cpu *c);

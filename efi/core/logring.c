@@ -23,7 +23,7 @@ bool hv_guest_readonly(uint64_t base, uint64_t size)
     uint64_t rb, rs;
 
     ring_range(&rb, &rs);
-    return rs && base < rb + rs && rb < base + size;
+    return (rs && base < rb + rs && rb < base + size) || hv_s3_page(base, size);
 }
 
 /* HC_LOG_RING: RDX = physical address of the ring, R8 = its size. */

@@ -279,7 +279,9 @@ static void icr_write(struct hv_cpu *c, uint32_t lo, uint32_t dest, bool x2)
         }
         if (!hit)
             continue;
-        if (t->left != 1) {
+        if (hv_s3_start_ap(c, t, dm == DM_INIT, lo & 0xFF)) {
+            hit_any = true;                        /* down since S3 (sleep.c) */
+        } else if (t->left != 1) {
             record(c, t, dm, lo & 0xFF);
             hit_any = true;
         } else {   /* no longer virtualized: the real IPI, to it alone */
@@ -305,7 +307,29 @@ static void maybe_unprotect(struct hv_cpu *c)
         return;                                    /* another CPU did it */
     hv_apic_protected = false;
     c->ops->apic_unprotect();
+    hv_s3_done();
     hv_log("HV: apic-intercept off cpu=%u: every AP started by the OS\n", c->index);
+}
+
+/* Before S3 (sleep.c): on resume the OS starts its APs again, and those
+ * start-ups must be ours. */
+void hv_smp_s3_rearm(struct hv_cpu *c)
+{
+    for (size_t i = 0; i < hv_cpu_total; i++)
+        hv_cpus[i]->os_started = false;
+    if (hv_cpu_total < 2 || !hv_apic_page)
+        return;
+    hv_apic_protected = true;
+    __atomic_store_n(&icr_intercepted, true, __ATOMIC_RELEASE);
+    c->ops->apic_protect();
+}
+
+/* INIT, then a start-up IPI (SDM Vol 3A 9.4.4.1), to a CPU that is not our
+ * guest: one that is down since S3. */
+void hv_send_start(struct hv_cpu *c, uint32_t apic_id, uint8_t vector)
+{
+    send_ipi(c, (DM_INIT << 8) | ICR_ASSERT | ICR_LEVEL, apic_id);
+    send_ipi(c, (DM_SIPI << 8) | vector, apic_id);
 }
 
 /* One 32-bit store of val to the APIC register at gpa, as the guest made it. */
@@ -516,8 +540,7 @@ void hv_io_out(struct hv_cpu *c, uint16_t port, unsigned size, uint32_t val)
         for (size_t i = 0; i < hv_cpu_total; i++)
             hv_print_stats(hv_cpus[i]);
         if (hv_sleep_state(val)[1] == '3')
-            hv_log("HV: sleep state=S3 cpu=%u pm1a-cnt=%x value=%x: the hypervisor ends "
-                   "here; the CPUs resume without it\n", c->index, port, val);
+            hv_s3_prepare(c, port, val);
         else
             hv_log("HV: poweroff cpu=%u pm1a-cnt=%x value=%x state=%s\n", c->index,
                    port, val, hv_sleep_state(val));

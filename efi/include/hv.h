@@ -36,6 +36,8 @@ void hv_detect_caps(struct hv_caps *caps);
 /* Zeroed, 4 KiB aligned, identity-mapped pages of a type the OS never
  * reclaims (EfiRuntimeServicesData).  NULL on failure. */
 void *plat_alloc_pages(size_t pages);
+/* The same below 1 MiB (a start-up IPI's reach), NULL if there is none. */
+void *plat_alloc_low_pages(size_t pages);
 size_t plat_cpu_count(void);
 /* Runs fn(ctx, cpu_index) on the BSP (index 0) and then on every enabled AP.
  * Returns 0 on success, -1 if MP Services are missing or an AP failed. */
@@ -61,6 +63,9 @@ void hv_panic_platform(const char *what) __attribute__((noreturn));
 /* ---- ACPI sleep (efi/core/sleep.c) -------------------------------------- */
 /* SLP_TYPa of \_S3 and \_S5 from the DSDT (-1: none), before vmm_start. */
 void hv_set_sleep_types(int s3, int s5);
+/* For the S3 resume stub: the FACS (its firmware waking vector) and two
+ * pages below 1 MiB from plat_alloc_low_pages; either may be NULL. */
+void hv_set_s3_resume(void *facs, void *low_pages);
 
 /* ---- core entry (efi/core/vmm.c) --------------------------------------- */
 /* Virtualizes every processor.  Returns 0 when all CPUs run as guests, or

@@ -95,6 +95,7 @@ bool plat_ring_had_previous(void);
 /* efi/platform/acpi.c: the FADT's reset register; false (space 0xFF) if none. */
 bool plat_acpi_reset_reg(struct hv_reset_reg *out);
 void plat_acpi_sleep_types(void);
+void plat_acpi_s3_resume(void);
 void plat_conout_init(void);
 /* Reads hv.cfg beside the app into cfg (defaults on any problem). */
 void plat_load_config(EFI_LOADED_IMAGE *li, struct hv_cfg *cfg);

@@ -1,7 +1,9 @@
 /*
- * acpi.c - the one ACPI fact the platform hands to the core's failure
- * policy: the FADT's reset register (ACPI 6.5 5.2.9: RESET_REG at offset
- * 116, RESET_VALUE at 128, usable when Flags bit 10 RESET_REG_SUP is set).
+ * acpi.c - the ACPI facts the platform hands to the core: the FADT's reset
+ * register for the failure policy (ACPI 6.5 5.2.9: RESET_REG at offset
+ * 116, RESET_VALUE at 128, usable when Flags bit 10 RESET_REG_SUP is set),
+ * the sleep types, and the FACS for the S3 resume (X_FIRMWARE_CTRL at 132,
+ * else FIRMWARE_CTRL at 36).
  */
 #include "hv.h"
 #include "hv_efi.h"
@@ -59,6 +61,20 @@ void plat_acpi_sleep_types(void)
         s5 = hv_aml_sleep_type((const uint8_t *)(dsdt + 1), dsdt->length - sizeof(*dsdt), 5);
     }
     hv_set_sleep_types(s3, s5);
+}
+
+/* The FACS and two pages below 1 MiB for the core's S3 resume stub. */
+void plat_acpi_s3_resume(void)
+{
+    const struct sdt_header *f = find_fadt();
+    const uint8_t *b = (const uint8_t *)f;
+    void *facs = NULL;
+
+    if (f && f->length >= 140 && *(const uint64_t *)(b + 132))
+        facs = (void *)(uintptr_t)*(const uint64_t *)(b + 132);
+    else if (f && f->length >= 40)
+        facs = (void *)(uintptr_t)*(const uint32_t *)(b + 36);
+    hv_set_s3_resume(facs, facs ? plat_alloc_low_pages(2) : NULL);
 }
 
 bool plat_acpi_reset_reg(struct hv_reset_reg *out)

@@ -63,6 +63,7 @@ static void fail_policy(const struct hv_cfg *cfg)
     }
     hv_set_fail_policy(cfg->panic_halt, force, have_rr ? &rr : NULL);
     plat_acpi_sleep_types();
+    plat_acpi_s3_resume();
     if (hv_force(HV_FORCE_PANIC))
         hv_panic_platform("forced debug-fail=panic");
 }

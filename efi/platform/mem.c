@@ -20,3 +20,16 @@ void *plat_alloc_pages(size_t pages)
     memset((void *)(uintptr_t)addr, 0, pages * 4096);
     return (void *)(uintptr_t)addr;
 }
+
+void *plat_alloc_low_pages(size_t pages)
+{
+    EFI_PHYSICAL_ADDRESS addr = 0xFFFFF;
+
+    if (pages == 0 || plat_boot_services_gone)
+        return NULL;
+    if (EFI_ERROR(plat_bs->AllocatePages(AllocateMaxAddress,
+                                         EfiRuntimeServicesData, pages, &addr)))
+        return NULL;
+    memset((void *)(uintptr_t)addr, 0, pages * 4096);
+    return (void *)(uintptr_t)addr;
+}

@@ -159,6 +159,14 @@ void svm_apic_unprotect(void)
     svm_flush(NULL);
 }
 
+/* Read-only again (before S3, smp.c); the CPUs are flushed on resume. */
+void svm_apic_protect(void)
+{
+    if (svm.apic_pte)
+        __atomic_and_fetch(svm.apic_pte, ~NPT_RW, __ATOMIC_SEQ_CST);
+    svm_flush(NULL);
+}
+
 /* ---- permission maps ---------------------------------------------------------- */
 /* MSRPM (APM 15.11): 2 bits per MSR (read, write) in three 2 KiB ranges. */
 static void msr_intercept(uint32_t msr, bool rd, bool wr)
@@ -308,6 +316,34 @@ static int svm_cpu_prepare(struct hv_cpu *c)
     return 0;
 }
 
+/* Back from S3 (sleep.c): the CPU came out of reset, so SVM is enabled
+ * again as at prepare (APM 15.4) on the same pages; the control area is as
+ * it was, the guest starts in real mode at cs:ip, CR0 as the firmware hands
+ * over a waking vector (caches on) or as INIT leaves it for a start-up IPI. */
+static __attribute__((noreturn)) void svm_s3_resume(struct hv_cpu *c, uint16_t cs,
+                                                    uint16_t ip, bool wake)
+{
+    struct svm_cpu *s = svm_of(c);
+    struct vmcb *v = s->vmcb;
+
+    wrmsr(MSR_EFER, rdmsr(MSR_EFER) | EFER_SVME);
+    wrmsr(MSR_VM_HSAVE_PA, (uint64_t)(uintptr_t)((uint8_t *)s - SVM_PAGE_CPU * 4096 +
+                                                 SVM_PAGE_HSAVE * 4096));
+    ((uint64_t *)c->gdt)[3] &= ~(1ull << 41);     /* LTR wants an available TSS */
+    svm_init_state(v);
+    v->save.cs = (struct vmcb_seg){cs, 0x9B, 0xFFFF, (uint64_t)cs << 4};
+    v->save.rip = ip;
+    if (wake)
+        v->save.cr0 = 0x10;                       /* ET: caches on */
+    v->ctl.eventinj = 0;
+    v->ctl.int_state = 0;
+    v->ctl.clean = 0;
+    c->guest_nmi = false;
+    s->launched = true;                           /* a refused VMRUN is our bug now */
+    svm_flush(c);
+    svm_s3_enter(s);
+}
+
 /* The first VMRUN was refused (VMEXIT_INVALID, svm_exit.c): the CPU is back
  * in its own state at svm_launch's failure return; leave SVM. */
 static void svm_launch_failed(struct hv_cpu *c, int rc)
@@ -339,6 +375,8 @@ const struct hv_backend_ops svm_ops = {
     .can_leave_now = svm_can_leave_now,
     .leave_parked = svm_leave_parked,
     .apic_unprotect = svm_apic_unprotect,
+    .apic_protect = svm_apic_protect,
+    .s3_resume = svm_s3_resume,
     .flush_ept = svm_flush,
     .guest_paging = svm_guest_paging,
     .guest_rflags = svm_guest_rflags,

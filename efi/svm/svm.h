@@ -80,6 +80,7 @@ bool svm_gpa_is_ram(uint64_t gpa, uint64_t len);
 uint64_t svm_guest_rflags(struct hv_cpu *c, uint64_t mask, uint64_t val);
 void svm_flush(struct hv_cpu *c);
 void svm_apic_unprotect(void);
+void svm_apic_protect(void);
 
 /* svm_exit.c: services for the core */
 void svm_skip_insn(struct hv_cpu *c);
@@ -90,6 +91,9 @@ uint64_t svm_guest_cr4(struct hv_cpu *c);
 void svm_dump_guest(struct hv_cpu *c);
 void svm_devirtualize(struct hv_cpu *c) __attribute__((noreturn));
 void svm_park_init(struct hv_cpu *c);
+void svm_init_state(struct vmcb *v);
+/* svm_entry.S: the host environment and the VMRUN loop for s (R11). */
+void svm_s3_enter(struct svm_cpu *s) __attribute__((noreturn));
 void svm_start_sipi(struct hv_cpu *c, uint8_t vec);
 bool svm_can_leave_now(struct hv_cpu *c);
 void svm_leave_parked(struct hv_cpu *c) __attribute__((noreturn));

@@ -63,6 +63,10 @@ svm_launch:
     .set HOST_PA, GUEST_PA + 8
     .set CPU, HOST_PA + 8
     .set FRAME, CPU + 8 + 8         /* 192: keeps RSP 16-byte aligned at the calls */
+/* svm_s3_enter(struct svm_cpu *s): back from S3 (svm.c), the same. */
+    .globl svm_s3_enter
+svm_s3_enter:
+    mov %rcx, %r11
     .globl svm_host_start
 svm_host_start:
     cli

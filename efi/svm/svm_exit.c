@@ -290,6 +290,20 @@ void svm_park_init(struct hv_cpu *c)
              (unsigned long long)v->save.rip);
     memset(r, 0, sizeof(*r));
     r->rdx = cpuid2(1, 0).eax;                     /* family/model/stepping */
+    svm_init_state(v);
+    v->ctl.eventinj = 0;
+    v->ctl.int_state = 0;
+    exit_vintr(c, v);
+    c->guest_nmi = false;
+    __asm__ volatile("stgi" ::: "memory");         /* the drain needs GIF = 1 */
+    host_apic_init_reset();
+    __asm__ volatile("clgi" ::: "memory");
+    svm_flush(c);
+}
+
+/* The architectural INIT state of the save area (APM Vol 2 14.1.3). */
+void svm_init_state(struct vmcb *v)
+{
     memset(&v->save, 0, sizeof(v->save));
     set_seg(&v->save.cs, 0xF000, 0xFFFF0000, 0xFFFF, 0x9B);
     set_seg(&v->save.es, 0, 0, 0xFFFF, 0x93);
@@ -304,14 +318,6 @@ void svm_park_init(struct hv_cpu *c)
     v->save.dr6 = 0xFFFF0FF0;
     v->save.dr7 = 0x400;
     v->save.g_pat = 0x0007040600070406ull;
-    v->ctl.eventinj = 0;
-    v->ctl.int_state = 0;
-    exit_vintr(c, v);
-    c->guest_nmi = false;
-    __asm__ volatile("stgi" ::: "memory");         /* the drain needs GIF = 1 */
-    host_apic_init_reset();
-    __asm__ volatile("clgi" ::: "memory");
-    svm_flush(c);
 }
 
 /* SIPI: real-mode start at vector << 12 (APM Vol 2 15.29, Intel SDM 9.4.4.1). */
