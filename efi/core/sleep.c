@@ -175,7 +175,9 @@ bool hv_s3_prepare(struct hv_cpu *c, uint16_t port, uint32_t val)
  * down, whatever the IPI. */
 bool hv_s3_start_ap(struct hv_cpu *c, struct hv_cpu *t, bool init, uint8_t vec)
 {
-    if (!resuming || !t->s3_down)
+    /* Only once the firmware has come back through the stub: a sleep write
+     * the platform ignored left every CPU running as our guest. */
+    if (!resuming || !waker_taken || !t->s3_down)
         return false;
     if (init) {
         t->sipi_armed = true;
