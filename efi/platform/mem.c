@@ -8,28 +8,23 @@
 #include "hv_efi.h"
 #include "hv_lib.h"
 
-void *plat_alloc_pages(size_t pages)
+static void *alloc(EFI_ALLOCATE_TYPE how, EFI_PHYSICAL_ADDRESS addr, size_t pages)
 {
-    EFI_PHYSICAL_ADDRESS addr = 0;
-
     if (pages == 0 || plat_boot_services_gone)
         return NULL;
-    if (EFI_ERROR(plat_bs->AllocatePages(AllocateAnyPages,
-                                         EfiRuntimeServicesData, pages, &addr)))
+    if (EFI_ERROR(plat_bs->AllocatePages(how, EfiRuntimeServicesData, pages, &addr)))
         return NULL;
     memset((void *)(uintptr_t)addr, 0, pages * 4096);
     return (void *)(uintptr_t)addr;
 }
 
+void *plat_alloc_pages(size_t pages)
+{
+    return alloc(AllocateAnyPages, 0, pages);
+}
+
+/* Below 1 MiB: what a start-up IPI or a real-mode waking vector reaches. */
 void *plat_alloc_low_pages(size_t pages)
 {
-    EFI_PHYSICAL_ADDRESS addr = 0xFFFFF;
-
-    if (pages == 0 || plat_boot_services_gone)
-        return NULL;
-    if (EFI_ERROR(plat_bs->AllocatePages(AllocateMaxAddress,
-                                         EfiRuntimeServicesData, pages, &addr)))
-        return NULL;
-    memset((void *)(uintptr_t)addr, 0, pages * 4096);
-    return (void *)(uintptr_t)addr;
+    return alloc(AllocateMaxAddress, 0xFFFFF, pages);
 }
