@@ -190,15 +190,28 @@ bool hv_s3_start_ap(struct hv_cpu *c, struct hv_cpu *t, bool init, uint8_t vec)
     return true;
 }
 
-/* s3_wake.S, on the CPU's host stack and the host's page tables, nothing
- * else of the host loaded: the BSP from the waking vector, an AP from
- * hv_s3_start_ap.  Re-enters the guest at the OS's vector. */
+/* The host's GDT, TSS (its IST stacks) and IDT (host.c), so that an NMI or
+ * a fault from here on is the host's, reported as such. */
+static void load_host_tables(struct hv_cpu *c)
+{
+    struct { uint16_t limit; uint64_t base; } __attribute__((packed))
+        gdtr = {5 * 8 - 1, (uint64_t)(uintptr_t)c->gdt}, idtr = {0xFFF, host_idt_base()};
+
+    ((uint64_t *)c->gdt)[3] &= ~(1ull << 41);     /* LTR wants an available TSS */
+    __asm__ volatile("lgdt %0\n\tlidt %1\n\tltr %w2"
+                     :: "m"(gdtr), "m"(idtr), "r"((uint16_t)HOST_TR) : "memory");
+    wrmsr(MSR_GS_BASE, (uint64_t)(uintptr_t)c);   /* this_cpu() */
+}
+
+/* s3_wake.S, on the CPU's host stack and the host's page tables: the BSP
+ * from the waking vector, an AP from hv_s3_start_ap.  Re-enters the guest
+ * at the OS's vector. */
 void hv_s3_cpu_entry(struct hv_cpu *c)
 {
     uint16_t cs, ip;
     bool waker = false;
 
-    wrmsr(MSR_GS_BASE, (uint64_t)(uintptr_t)c);   /* this_cpu() */
+    load_host_tables(c);
     if (c->s3_sipi >= 0) {
         cs = (uint16_t)(c->s3_sipi << 8);
         ip = 0;
