@@ -246,11 +246,14 @@ def test_hvlg_table(tmp_path, lib, hvlog):
                        capture_output=True, text=True)
     assert p.returncode == 0 and "ring=10000 " in p.stderr and "via=devmem acpi-checksum=ok" \
         in p.stderr, p.stderr
-    bad = bytearray(raw)
-    bad[0x24:0x28] = struct.pack("<I", 8)
-    table.write_bytes(bytes(bad))
-    p = subprocess.run([hvlog, "--acpi", table, "--var", ""], capture_output=True, text=True)
-    assert p.returncode == 1 and f"{table}: bad-HVLG-layout; efivarfs: skipped" in p.stderr
+    for off, value in ((0x24, 8), (0x04, 0x10), (0x04, 0xFFFFFFFF)):   # ring offset, length
+        bad = bytearray(raw)
+        bad[off:off + 4] = struct.pack("<I", value)
+        table.write_bytes(bytes(bad))
+        p = subprocess.run([hvlog, "--acpi", table, "--var", ""], capture_output=True,
+                           text=True)
+        assert p.returncode == 1 and f"{table}: bad-HVLG-layout; efivarfs: skipped" in \
+            p.stderr, (off, value, p.stderr)
 
 
 def test_hvlog_stats_needs_the_hypervisor(tmp_path, lib, hvlog):

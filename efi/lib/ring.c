@@ -347,7 +347,8 @@ const struct hv_ring_hdr *hv_hvlg_ring(const struct hv_hvlg *t, uint64_t avail,
     *why = NULL;
     if (avail < sizeof(*t) || __builtin_memcmp(t->sig, HV_HVLG_SIG, 4))
         *why = "not-an-HVLG-table";
-    else if (t->length > avail || t->ring_offset < sizeof(*t) ||
+    else if (t->length > avail || t->length < sizeof(*t) + sizeof(*r) ||
+             t->ring_offset < sizeof(*t) ||
              t->ring_offset > t->length - sizeof(*r) ||
              t->stats_offset < sizeof(*t) || t->stats_kinds > HV_STATS_KINDS ||
              t->stats_offset + (uint64_t)t->stats_cpus * HV_STATS_KINDS * 8 > t->ring_offset)
