@@ -95,30 +95,67 @@ bool plat_acpi_reset_reg(struct hv_reset_reg *out)
 #define RSDP_LEN 36                         /* ACPI 6.5 5.2.5.3, revision 2 */
 #define MAX_XSDT_ENTRIES 256
 
-/* A new RSDP and XSDT (the firmware's entries, without an older copy of
- * `table`'s signature, then `table`) in one page of ACPI reclaim memory, and
- * the ACPI 2.0 configuration table pointed at them: the firmware's own
- * tables are left as they are.  The OS finds the RSDP through that
- * configuration table (Linux: efi.acpi20 and the EFI stub's acpi_rsdp_addr).
- * `table` itself must be memory the OS never reclaims. */
+/* The firmware's XSDT at `xsdt`, without an older copy of `table`'s
+ * signature (ours from an earlier start), then `table` (5.2.8: the header,
+ * then 64-bit table addresses), its checksum set. */
+static void xsdt_with(struct sdt_header *xsdt, const struct sdt_header *old,
+                      const struct sdt_header *table)
+{
+    const uint64_t *from = (const uint64_t *)(old + 1);
+    uint64_t *to = (uint64_t *)(xsdt + 1);
+    uint32_t n = 0;
+
+    memcpy(xsdt, old, sizeof(*old));
+    for (uint32_t i = 0; i < (old->length - sizeof(*old)) / 8; i++) {
+        const struct sdt_header *e = (const void *)(uintptr_t)from[i];
+
+        if (!e || memcmp(e->sig, table->sig, 4))
+            to[n++] = from[i];
+    }
+    to[n++] = (uint64_t)(uintptr_t)table;
+    xsdt->length = sizeof(*xsdt) + n * 8;
+    xsdt->checksum = 0;
+    xsdt->checksum = (uint8_t)-hv_sum8(xsdt, xsdt->length);
+}
+
+/* A copy of the firmware's RSDP (5.2.5.3) that leads to `xsdt`: Checksum
+ * (offset 8) covers bytes 0-19, Extended Checksum (32) all 36. */
+static void rsdp_for(uint8_t *rsdp, const uint8_t *old, const struct sdt_header *xsdt)
+{
+    memcpy(rsdp, old, RSDP_LEN);
+    *(uint32_t *)(rsdp + 20) = RSDP_LEN;
+    *(uint64_t *)(rsdp + 24) = (uint64_t)(uintptr_t)xsdt;
+    rsdp[8] = 0;
+    rsdp[8] = (uint8_t)-hv_sum8(rsdp, 20);
+    rsdp[32] = 0;
+    rsdp[32] = (uint8_t)-hv_sum8(rsdp, RSDP_LEN);
+}
+
+/* A new RSDP and XSDT in one page of ACPI reclaim memory, and the ACPI 2.0
+ * configuration table pointed at them: the firmware's own tables are left
+ * as they are.  The OS finds the RSDP through that configuration table
+ * (Linux: efi.acpi20, and the EFI stub's acpi_rsdp_addr).  `table` itself
+ * must be memory the OS never reclaims; the new RSDP and XSDT are never
+ * written again, so an OS may reclaim their page once it has read them. */
 bool plat_acpi_add_table(const void *table)
 {
     EFI_GUID acpi20 = ACPI_20_TABLE_GUID;
-    const struct sdt_header *old = find_xsdt(), *t = table;
-    const uint64_t *entries;
+    const struct sdt_header *old = find_xsdt();
     EFI_PHYSICAL_ADDRESS addr = 0xFFFFFFFFull;
-    struct sdt_header *xsdt;
+    const uint8_t *old_rsdp = NULL;
     uint8_t *page;
-    uint32_t n = 0, count;
     EFI_STATUS s;
 
-    if (!old) {
+    for (UINTN i = 0; i < plat_st->NumberOfTableEntries; i++)
+        if (!memcmp(&plat_st->ConfigurationTable[i].VendorGuid, &acpi20, sizeof(acpi20)))
+            old_rsdp = plat_st->ConfigurationTable[i].VendorTable;
+    if (!old || !old_rsdp) {
         hv_log("HV: log acpi none reason=no-xsdt\n");
         return false;
     }
-    count = (old->length - sizeof(*old)) / 8;
-    if (count >= MAX_XSDT_ENTRIES) {
-        hv_log("HV: log acpi none reason=xsdt-full entries=%u\n", count);
+    if ((old->length - sizeof(*old)) / 8 >= MAX_XSDT_ENTRIES) {
+        hv_log("HV: log acpi none reason=xsdt-full entries=%u\n",
+               (unsigned)((old->length - sizeof(*old)) / 8));
         return false;
     }
     s = plat_bs->AllocatePages(AllocateMaxAddress, EfiACPIReclaimMemory, 1, &addr);
@@ -128,30 +165,8 @@ bool plat_acpi_add_table(const void *table)
     }
     page = (uint8_t *)(uintptr_t)addr;
     memset(page, 0, 4096);
-    xsdt = (struct sdt_header *)(page + 64);
-    memcpy(xsdt, old, sizeof(*old));
-    entries = (const uint64_t *)(old + 1);
-    for (uint32_t i = 0; i < count; i++) {
-        const struct sdt_header *e = (const void *)(uintptr_t)entries[i];
-
-        if (e && !memcmp(e->sig, t->sig, 4))
-            continue;                       /* ours from an earlier start */
-        ((uint64_t *)(xsdt + 1))[n++] = entries[i];
-    }
-    ((uint64_t *)(xsdt + 1))[n++] = (uint64_t)(uintptr_t)table;
-    xsdt->length = sizeof(*xsdt) + n * 8;
-    xsdt->checksum = 0;
-    xsdt->checksum = (uint8_t)-hv_sum8(xsdt, xsdt->length);
-
-    for (UINTN i = 0; i < plat_st->NumberOfTableEntries; i++)
-        if (!memcmp(&plat_st->ConfigurationTable[i].VendorGuid, &acpi20, sizeof(acpi20)))
-            memcpy(page, plat_st->ConfigurationTable[i].VendorTable, RSDP_LEN);
-    *(uint32_t *)(page + 20) = RSDP_LEN;                   /* Length */
-    *(uint64_t *)(page + 24) = (uint64_t)(uintptr_t)xsdt;  /* XsdtAddress */
-    page[8] = 0;                                            /* Checksum: bytes 0-19 */
-    page[8] = (uint8_t)-hv_sum8(page, 20);
-    page[32] = 0;                                           /* Extended Checksum: all 36 */
-    page[32] = (uint8_t)-hv_sum8(page, RSDP_LEN);
+    xsdt_with((struct sdt_header *)(page + 64), old, table);
+    rsdp_for(page, old_rsdp, (const struct sdt_header *)(page + 64));
     s = plat_bs->InstallConfigurationTable(&acpi20, page);
     if (EFI_ERROR(s)) {
         hv_log("HV: log acpi none reason=config-table status=%s\n", efi_status_name(s));
