@@ -7,9 +7,9 @@
  * Pure C and fixed layout (little-endian, no pointers): the firmware image,
  * the host unit tests and the Linux tool all build efi/lib/ring.c.
  *
- * Memory: one block of HV_RING_PAGES pages of its own (EfiRuntimeServicesData,
- * outside the protected pool), mapped read-only in the guest's EPT view.  A
- * header, then a byte area of records.  Positions are logical and grow for
+ * Memory: HV_RING_PAGES pages (EfiRuntimeServicesData, outside the protected
+ * pool), the tail of the HVLG block (below), mapped read-only in the guest's
+ * EPT/NPT view.  A header, then a byte area of records.  Positions are logical and grow for
  * ever (physical offset = pos % area); a record never straddles the end of
  * the area: the writer leaves a WRAP word and continues at the next lap.
  * The oldest records are dropped to make room.
