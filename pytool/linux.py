@@ -9,6 +9,8 @@ on the serial console through the kernel log:
     GUEST-LINUX: hvcheck rc=<rc>
     GUEST-LINUX: hvlog: <line>            (only when /bin/hvlog exists and EFI booted)
     GUEST-LINUX: hvlog rc=<rc>
+    GUEST-LINUX: hvlog-stats <1|2>: <line>   (hvlog --stats, run twice)
+    GUEST-LINUX: hvlog-stats <1|2> rc=<rc>
     GUEST-LINUX: done
 
 and then powers the machine off (reboots it with `hvtest=reboot` on the command line).
@@ -295,7 +297,8 @@ case " $(cat /proc/cmdline) " in
         say "GUEST-LINUX: sysrq-nmi backtraces=$n cpus=$(cat /sys/devices/system/cpu/online)"
         ;;
 esac
-# The hypervisor's log ring, found through its EFI variable (efi/linux/hvlog.c).
+# The hypervisor's log ring (efi/linux/hvlog.c): its HVLG ACPI table, else its EFI
+# variable and /dev/mem.  Then its live exit counters, twice (they only grow).
 if [ -x /bin/hvlog ] && [ -d /sys/firmware/efi ]; then
     [ -f /lib/modules/efivarfs.ko ] && insmod /lib/modules/efivarfs.ko
     mount -t efivarfs efivarfs /sys/firmware/efi/efivars
@@ -305,6 +308,14 @@ if [ -x /bin/hvlog ] && [ -d /sys/firmware/efi ]; then
         say "GUEST-LINUX: hvlog: $line"
     done < /tmp/hvlog.out
     say "GUEST-LINUX: hvlog rc=$rc"
+    for i in 1 2; do
+        /bin/hvlog --stats > /tmp/hvstats.out 2>&1
+        rc=$?
+        while IFS= read -r line; do
+            say "GUEST-LINUX: hvlog-stats $i: $line"
+        done < /tmp/hvstats.out
+        say "GUEST-LINUX: hvlog-stats $i rc=$rc"
+    done
 fi
 
 # The physical memory map as Linux uses it (top-level ranges only), so the host

@@ -100,26 +100,63 @@ def hvlog_and_serial(serial: str) -> tuple[list[str], list[str]]:
     return hvlog, hv
 
 
-def check_hvlog_matches_serial(res) -> None:
-    """In Linux, hvlog (efi/linux/hvlog.c) read the log ring through the HvLog EFI
-    variable and /dev/mem: it printed exactly the HV: lines serial showed up to then,
-    `HV: ready` and every AP's start-up line included."""
+def check_hvlog_matches_serial(res, via: str = "acpi") -> None:
+    """In Linux, hvlog (efi/linux/hvlog.c) read the log ring (through the HVLG ACPI
+    table: /sys/firmware/acpi/tables/HVLG, which kernel lockdown leaves open): it
+    printed exactly the HV: lines serial showed up to then, `HV: ready` and every
+    AP's start-up line included, and the table's ACPI checksum held."""
     hvlog, hv = hvlog_and_serial(res.serial)
     assert "GUEST-LINUX: hvlog rc=0" in res.serial, "hvlog failed in the guest"
     assert hvlog, "hvlog printed no HV: lines"
     assert hvlog == hv[:len(hvlog)], (hvlog, hv)
+    assert re.search(rf"GUEST-LINUX: hvlog: hvlog: ring=\S+ .* via={via} acpi-checksum=ok",
+                     res.serial), "hvlog found the ring another way, or the checksum was off"
+    assert "Incorrect checksum in table [HVLG]" not in res.serial
+    ready = re.search(r"HV: ready cpus=(\d+)", res.serial)
+    if not ready:                                   # skipped: the ring still tells why
+        assert any(line.startswith("HV: skip reason=") for line in hvlog)
+        return
     assert any(line.startswith("HV: ready cpus=") for line in hvlog)
-    cpus = int(re.search(r"HV: ready cpus=(\d+)", res.serial).group(1))
+    cpus = int(ready.group(1))
     for i in range(cpus):
-        assert f"HV: cpu={i} vmx=on" in hvlog
+        assert f"HV: cpu={i} vmx=on" in hvlog or f"HV: cpu={i} svm=on" in hvlog
     if cpus > 1:
         assert any(line.startswith("HV: apic-intercept off") for line in hvlog)
+
+
+def hvlog_stats(serial: str, run: int) -> dict[int, dict[str, int]]:
+    """`GUEST-LINUX: hvlog-stats <run>: cpu=<i> <kind>=<n> ...` as {cpu: {kind: n}}."""
+    out = {}
+    for m in re.finditer(rf"GUEST-LINUX: hvlog-stats {run}: cpu=(\d+)(.*?)\s*$", serial, re.M):
+        out[int(m.group(1))] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(2))}
+    return out
+
+
+def check_hvlog_stats_live(res) -> None:
+    """`hvlog --stats`, run twice in Linux, read every CPU's exit counters live from
+    the HVLG table: nonzero on every CPU, none smaller the second time, and the
+    second snapshot counts the exits in between (its own CPUIDs at least)."""
+    for run in (1, 2):
+        assert f"GUEST-LINUX: hvlog-stats {run} rc=0" in res.serial, "hvlog --stats failed"
+    first, second = hvlog_stats(res.serial, 1), hvlog_stats(res.serial, 2)
+    cpus = int(re.search(r"HV: ready cpus=(\d+)", res.serial).group(1))
+    assert sorted(first) == sorted(second) == list(range(cpus)), (first, second)
+    for cpu in range(cpus):
+        assert sum(first[cpu].values()) > 0, (cpu, first[cpu])
+        for kind, n in first[cpu].items():
+            assert second[cpu].get(kind, 0) >= n, (cpu, kind, n, second[cpu])
+    assert sum(sum(c.values()) for c in second.values()) > \
+        sum(sum(c.values()) for c in first.values())
 
 
 AFTER = {name: [check_hv_memory_reserved] for name in
          (sc["name"] for sc in SCENARIOS)
          if name.startswith(("bochs-linux-hv", "tcg-linux-svm", "bochs-linux-svm"))}
-AFTER["bochs-linux-hv-2"] = AFTER["bochs-linux-hv-2"] + [check_hvlog_matches_serial]
+AFTER["bochs-linux-hv-2"] = AFTER["bochs-linux-hv-2"] + [check_hvlog_matches_serial,
+                                                     check_hvlog_stats_live]
+# Under Secure Boot, kernel lockdown closes /dev/mem: the HVLG table still works.
+AFTER["sb-chain-shim-amd"] = [check_hvlog_matches_serial, check_hvlog_stats_live]
+AFTER["sb-chain-shim"] = [check_hvlog_matches_serial]      # TCG: no VMX, the ring says so
 
 
 class _Fake:

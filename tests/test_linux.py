@@ -120,7 +120,7 @@ def test_init_script_protocol():
                  "/sys/devices/system/cpu/online", "/dev/kmsg",
                  "GUEST-LINUX: userspace up cpus=", "/bin/hvcheck", "GUEST-LINUX: done",
                  '"GUEST-LINUX: "*) say "GUEST-LINUX: $1${line#GUEST-LINUX: }"',
-                 "sleep 1", "poweroff -f"):
+                 "sleep 1", "poweroff -f", "/bin/hvlog --stats", "GUEST-LINUX: hvlog-stats $i"):
         assert want in s
 
 

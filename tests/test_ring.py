@@ -22,6 +22,8 @@ HDR = 0x100
 REC = 0x20
 MAGIC = 0x3130474E49525648
 LINE_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.POINTER(ctypes.c_char), ctypes.c_size_t)
+COUNTS_FN = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint)
+PREFIX = 4 * 4096                       # HV_HVLG_PAGES: the HVLG header and statistics
 
 
 class Stat(ctypes.Structure):
@@ -39,6 +41,10 @@ def lib(tmp_path_factory):
     so.hv_ring_read.argtypes = [ctypes.c_void_p, ctypes.c_uint64, LINE_FN, ctypes.c_void_p,
                                 ctypes.POINTER(Stat)]
     so.hv_ring_error_name.restype = ctypes.c_char_p
+    so.hv_hvlg_init.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32]
+    so.hv_hvlg_snapshot.argtypes = [ctypes.c_void_p, ctypes.c_uint, COUNTS_FN, ctypes.c_void_p,
+                                    ctypes.POINTER(ctypes.c_char_p), ctypes.c_uint]
+    so.hv_hvlg_snapshot.restype = ctypes.c_uint64
     return so
 
 
@@ -144,24 +150,121 @@ def ring_files(tmp_path, lib, texts, phys=0x3000):
 def test_hvlog_prints_the_ring(tmp_path, lib, hvlog):
     var, mem = ring_files(tmp_path, lib, ["HV: start version=0.1.0 cpus=1\n",
                                           "HV: stats cpu=0 cpuid=5\n", "HV: ready cpus=1\n"])
-    p = subprocess.run([hvlog, "--var", var, "--mem", mem], capture_output=True, text=True)
+    p = subprocess.run([hvlog, "--acpi", "", "--var", var, "--mem", mem], capture_output=True,
+                       text=True)
     assert p.returncode == 0, p.stderr
     assert p.stdout.splitlines() == ["HV: start version=0.1.0 cpus=1",
                                      "HV: stats cpu=0 cpuid=5", "HV: ready cpus=1"]
-    assert "hvlog: ring=3000 boot-id=0000000000abcdef records=3 bad=0 dropped=0" in p.stderr
-    p = subprocess.run([hvlog, "--stats", "--var", var, "--mem", mem], capture_output=True,
-                       text=True)
-    assert p.returncode == 0 and p.stdout == "HV: stats cpu=0 cpuid=5\n"
+    assert "hvlog: ring=3000 boot-id=0000000000abcdef records=3 bad=0 dropped=0 via=devmem " \
+        "acpi-checksum=none" in p.stderr
+    p = subprocess.run([hvlog, "--stats", "--no-snapshot", "--acpi", "", "--var", var, "--mem",
+                        mem], capture_output=True, text=True)
+    assert p.returncode == 1 and "no live statistics: the ring has no HVLG table" in p.stderr
 
 
 def test_hvlog_says_why_it_found_nothing(tmp_path, lib, hvlog):
-    p = subprocess.run([hvlog, "--var", tmp_path / "none"], capture_output=True, text=True)
-    assert p.returncode == 1 and "hvlog: no ring variable" in p.stderr
+    p = subprocess.run([hvlog, "--acpi", tmp_path / "no-table", "--var", tmp_path / "none"],
+                       capture_output=True, text=True)
+    assert p.returncode == 1 and p.stderr.count("\n") == 1     # one line, both reasons
+    assert p.stderr.startswith(f"hvlog: no ring: {tmp_path}/no-table: No such file")
+    assert "no ring variable" in p.stderr
     var, mem = ring_files(tmp_path, lib, [])
-    p = subprocess.run([hvlog, "--var", var, "--mem", mem], capture_output=True, text=True)
+    p = subprocess.run([hvlog, "--acpi", "", "--var", var, "--mem", mem], capture_output=True,
+                       text=True)
     assert p.returncode == 1 and "unusable: empty" in p.stderr
     p = subprocess.run([hvlog, "--bogus"], capture_output=True, text=True)
     assert p.returncode == 2 and "usage:" in p.stderr
+
+
+# ---- the HVLG ACPI table around the ring (and its statistics) ----
+
+def sum8(b: bytes) -> int:
+    return sum(b) & 0xFF
+
+
+def test_append_keeps_the_ring_byte_sum(lib):
+    """Every append, wraps and drops included, leaves the ring's byte sum as it was
+    (sum_fix), so a table holding the ring keeps its ACPI checksum."""
+    size = 4096
+    buf = ctypes.create_string_buffer(bytes(range(256)) * (size // 256))    # old contents
+    lib.hv_ring_init(buf, size, 0x77, 0)
+    want = sum8(buf.raw)
+    for i in range(300):
+        put(lib, buf, f"HV: line {i} " + "x" * (i % 97) + "\n")
+        assert sum8(buf.raw) == want, i
+    err, lines, st = read(lib, buf)
+    assert err == "ok" and st.dropped > 0 and lines[-1].startswith("HV: line 299 ")
+
+
+def new_block(lib, texts, counts=None):
+    """An HVLG block as the platform builds it: header and statistics, then the ring."""
+    block = ctypes.create_string_buffer(b"\xA5" * (PREFIX + RING_SIZE))
+    ring = ctypes.addressof(block) + PREFIX
+    lib.hv_ring_init(ring, RING_SIZE, 0xABCDEF, 0)
+    lib.hv_hvlg_init(block, PREFIX + RING_SIZE, PREFIX)
+    assert sum8(block.raw) == 0
+    for t in texts:
+        b = t.encode()
+        lib.hv_ring_append(ring, b, len(b))
+    if counts is not None:
+        arrays = [(ctypes.c_uint64 * 18)(*c) for c in counts]
+        names = (ctypes.c_char_p * 18)(*[f"k{i}".encode() for i in range(18)])
+
+        @COUNTS_FN
+        def of_cpu(ctx, i):
+            return ctypes.addressof(arrays[i])
+
+        assert lib.hv_hvlg_snapshot(block, len(counts), of_cpu, None, names, 18) == 1
+    assert sum8(block.raw) == 0                     # the ACPI checksum still holds
+    return block
+
+
+def test_hvlg_table(tmp_path, lib, hvlog):
+    block = new_block(lib, ["HV: start\n", "HV: ready cpus=2\n"],
+                      counts=[[5, 0, 2] + [0] * 15, [0] * 17 + [9]])
+    raw = block.raw
+    assert raw[:4] == b"HVLG" and struct.unpack_from("<I", raw, 4)[0] == PREFIX + RING_SIZE
+    assert struct.unpack_from("<II", raw, 0x24) == (PREFIX, 0x200)
+    table = tmp_path / "HVLG"
+    table.write_bytes(raw)
+    p = subprocess.run([hvlog, "--acpi", table, "--var", ""], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines() == ["HV: start", "HV: ready cpus=2"]
+    assert "hvlog: ring=HVLG boot-id=0000000000abcdef records=2 bad=0 dropped=0 via=acpi " \
+        "acpi-checksum=ok" in p.stderr
+    p = subprocess.run([hvlog, "--stats", "--no-snapshot", "--acpi", table],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines() == ["cpu=0 k0=5 k2=2", "cpu=1 k17=9"]
+    assert "hvlog: stats snapshot=1 cpus=2 via=acpi" in p.stderr
+    # Through the variable and /dev/mem: the table sits just below the ring.
+    phys = 0x10000
+    mem, var = tmp_path / "mem", tmp_path / "var"
+    mem.write_bytes(b"\0" * (phys - PREFIX) + raw)
+    var.write_bytes(struct.pack("<IQQQ", 7, MAGIC, phys, RING_SIZE))
+    p = subprocess.run([hvlog, "--acpi", tmp_path / "none", "--var", var, "--mem", mem],
+                       capture_output=True, text=True)
+    assert p.returncode == 0 and "ring=10000 " in p.stderr and "via=devmem acpi-checksum=ok" \
+        in p.stderr, p.stderr
+    for off, value in ((0x24, 8), (0x04, 0x10), (0x04, 0xFFFFFFFF)):   # ring offset, length
+        bad = bytearray(raw)
+        bad[off:off + 4] = struct.pack("<I", value)
+        table.write_bytes(bytes(bad))
+        p = subprocess.run([hvlog, "--acpi", table, "--var", ""], capture_output=True,
+                           text=True)
+        assert p.returncode == 1 and f"{table}: bad-HVLG-layout; efivarfs: skipped" in \
+            p.stderr, (off, value, p.stderr)
+
+
+def test_hvlog_stats_needs_the_hypervisor(tmp_path, lib, hvlog):
+    """On the host (no hypervisor of ours), --stats says so instead of printing stale counts."""
+    table = tmp_path / "HVLG"
+    table.write_bytes(new_block(lib, ["HV: x\n"]).raw)
+    p = subprocess.run([hvlog, "--stats", "--acpi", table], capture_output=True, text=True)
+    assert p.returncode == 1 and "no live statistics" in p.stderr
+    p = subprocess.run([hvlog, "--stats", "--no-snapshot", "--acpi", table],
+                       capture_output=True, text=True)
+    assert p.returncode == 1 and "no statistics snapshot taken yet" in p.stderr
 
 
 # ---- hv.cfg keys of issue 9 and the DSDT sleep-type scan (pure C, host builds) ----

@@ -94,8 +94,10 @@ static void hv_leaf(struct hv_regs *r, uint32_t leaf)
         r->rbx = hv_signature.reg[0];
         r->rcx = hv_signature.reg[1];
         r->rdx = hv_signature.reg[2];
-    } else if (leaf == HV_CPUID_MAX) {
+    } else if (leaf == HV_CPUID_BASE + 1) {
         r->rax = HV_INTERFACE_VERSION;
+    } else if (leaf == HV_CPUID_BASE + 2) {
+        hv_stats_snapshot(r);                  /* logring.c */
     }
 }
 

@@ -42,10 +42,11 @@ enum hc_function {
 enum { HC_OK = 0, HC_E_FUNCTION = -1, HC_E_ARG = -2, HC_E_STATE = -3 };
 
 /* CPUID hypervisor leaves: 0x40000000 EAX = max leaf, EBX:ECX:EDX = the
- * signature; 0x40000001 EAX = HV_INTERFACE_VERSION; the rest of the range
- * reads as zeros. */
+ * signature; 0x40000001 EAX = HV_INTERFACE_VERSION; 0x40000002
+ * (HV_CPUID_STATS, hv_ring.h) a snapshot of the exit counters into the HVLG
+ * table (logring.c); the rest of the range reads as zeros. */
 #define HV_CPUID_BASE        0x40000000u
-#define HV_CPUID_MAX         0x40000001u
+#define HV_CPUID_MAX         0x40000002u
 #define HV_CPUID_SIGNATURE   "MicroHvisor!"   /* EBX, ECX, EDX; 12 bytes */
 
 /* Arch-neutral exit kinds; each backend translates its raw exit code. */
@@ -293,6 +294,9 @@ void hv_resume_native(const struct hv_regs *regs, const uint64_t frame[5], uint6
 /* ---- logring.c: the log ring as the guest sees it (hv_ring.h) ------------ */
 /* True when [base, base + size) holds ring memory: EPT/NPT map it read-only. */
 bool hv_guest_readonly(uint64_t base, uint64_t size);
+/* CPUID leaf HV_CPUID_STATS: every CPU's exit counters copied into the HVLG
+ * table; EAX = CPUs copied, EBX = the snapshot's number (0: no table). */
+void hv_stats_snapshot(struct hv_regs *r);
 /* panic.c: shared exit outcomes.  A guest triple fault resets the platform;
  * hv_gpa_blocked logs a guest access to the pool or a write to the ring
  * (the caller then injects #GP(0)). */

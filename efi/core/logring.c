@@ -1,6 +1,7 @@
 /*
  * logring.c - the core's side of the log ring (efi/include/hv_ring.h):
- * what the guest may see of it (read-only, HC_LOG_RING) and the forward
+ * what the guest may see of it (read-only, HC_LOG_RING), the live exit
+ * statistics in its HVLG table (CPUID HV_CPUID_STATS) and the forward
  * path for log text from a CPU that runs as our guest.  Vendor-neutral:
  * the SVM backend gets all of this by mapping hv_guest_readonly ranges
  * read-only in its NPT, as EPT does.
@@ -18,12 +19,42 @@ static void ring_range(uint64_t *base, uint64_t *size)
     *size = r ? r->size : 0;
 }
 
+/* The whole HVLG block (its header, the statistics, the ring), or the ring
+ * alone where there is no table. */
 bool hv_guest_readonly(uint64_t base, uint64_t size)
 {
+    const struct hv_hvlg *t = plat_hvlg();
     uint64_t rb, rs;
 
     ring_range(&rb, &rs);
+    if (t) {
+        rb = (uint64_t)(uintptr_t)t;
+        rs = t->length;
+    }
     return (rs && base < rb + rs && rb < base + size) || hv_s3_page(base, size);
+}
+
+static const uint64_t *cpu_counts(void *ctx, unsigned i)
+{
+    (void)ctx;
+    return i < hv_cpu_total && hv_cpus[i] ? hv_cpus[i]->exits : NULL;
+}
+
+/* Off the exit path: only this leaf pays for the copy.  Other CPUs' counters
+ * are read as they run (aligned 64-bit loads: each value is one it had). */
+void hv_stats_snapshot(struct hv_regs *r)
+{
+    struct hv_hvlg *t = plat_hvlg();
+    struct hv_ring_hdr *ring = (struct hv_ring_hdr *)plat_ring();
+
+    _Static_assert(HV_EXIT_COUNT <= HV_STATS_KINDS, "HVLG stats hold every exit kind");
+    if (!t || !ring || !hv_cpus)
+        return;
+    hv_ring_lock(ring);                         /* one writer of the table at a time */
+    r->rbx = (uint32_t)hv_hvlg_snapshot(t, (unsigned)hv_cpu_total, cpu_counts, NULL,
+                                        hv_exit_names, HV_EXIT_COUNT);
+    hv_ring_unlock(ring);
+    r->rax = t->stats_ncpus;
 }
 
 /* HC_LOG_RING: RDX = physical address of the ring, R8 = its size. */

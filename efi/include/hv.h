@@ -45,6 +45,10 @@ int plat_run_on_all_cpus(void (*fn)(void *ctx, size_t cpu), void *ctx);
 /* This boot's log ring (efi/platform/logring.c), NULL if none. */
 struct hv_ring_hdr;
 const struct hv_ring_hdr *plat_ring(void);
+/* The HVLG ACPI table around it (hv_ring.h): the block the guest may read,
+ * and the exit statistics' snapshot area.  NULL if none. */
+struct hv_hvlg;
+struct hv_hvlg *plat_hvlg(void);
 
 /* ---- failure policy (efi/core/panic.c) --------------------------------- */
 /* The FADT's RESET_REG (generic address: space 0 memory, 1 I/O) and value. */

@@ -96,6 +96,10 @@ bool plat_ring_had_previous(void);
 bool plat_acpi_reset_reg(struct hv_reset_reg *out);
 void plat_acpi_sleep_types(void);
 void plat_acpi_s3_resume(void);
+/* Adds `table` (an ACPI table in memory the OS never reclaims) to a new
+ * XSDT that the ACPI 2.0 configuration table then leads to; false (and one
+ * `HV: log acpi none reason=...` line) if it could not. */
+bool plat_acpi_add_table(const void *table);
 void plat_conout_init(void);
 /* Reads hv.cfg beside the app into cfg (defaults on any problem). */
 void plat_load_config(EFI_LOADED_IMAGE *li, struct hv_cfg *cfg);

@@ -7,9 +7,9 @@
  * Pure C and fixed layout (little-endian, no pointers): the firmware image,
  * the host unit tests and the Linux tool all build efi/lib/ring.c.
  *
- * Memory: one block of HV_RING_PAGES pages of its own (EfiRuntimeServicesData,
- * outside the protected pool), mapped read-only in the guest's EPT view.  A
- * header, then a byte area of records.  Positions are logical and grow for
+ * Memory: HV_RING_PAGES pages (EfiRuntimeServicesData, outside the protected
+ * pool), the tail of the HVLG block (below), mapped read-only in the guest's
+ * EPT/NPT view.  A header, then a byte area of records.  Positions are logical and grow for
  * ever (physical offset = pos % area); a record never straddles the end of
  * the area: the writer leaves a WRAP word and continues at the next lap.
  * The oldest records are dropped to make room.
@@ -54,7 +54,8 @@ struct hv_ring_hdr {
     volatile uint64_t tail; /* 0x38 logical position of the oldest record */
     volatile uint64_t next_seq; /* 0x40 sequence number of the next record */
     uint64_t dropped;       /* 0x48 records dropped to make room */
-    uint8_t reserved[0x100 - 0x50];
+    uint8_t sum_fix;        /* 0x50 the writer keeps the byte sum of the ring constant */
+    uint8_t reserved[0x100 - 0x51];
 };
 _Static_assert(sizeof(struct hv_ring_hdr) == 0x100, "ring header layout");
 
@@ -69,6 +70,72 @@ struct hv_ring_rec {
     char text[];            /* 0x20 len bytes, then zero padding to 8 */
 };
 _Static_assert(sizeof(struct hv_ring_rec) == 0x20, "ring record layout");
+
+/*
+ * The HVLG ACPI table: the ring's way to an OS whose /dev/mem is closed
+ * (kernel lockdown).  Linux shows every table of the XSDT, read live from
+ * its memory, as /sys/firmware/acpi/tables/<signature>.  The table is one
+ * block of EfiRuntimeServicesData (Reserved to the OS, read-only in the
+ * guest's EPT/NPT view): this header and the live exit statistics in the
+ * first HV_HVLG_PAGES pages, then the ring (whose address the HvLog variable
+ * holds).  Its ACPI checksum (ACPI 6.5 5.2.6) is set once; every writer
+ * keeps the byte sum of what it changes constant (sum_fix bytes).
+ *
+ * Statistics: a CPUID of leaf HV_CPUID_STATS (ring 3 may ask) makes the
+ * hypervisor copy every CPU's exit counters into stats[]: counts[cpu][kind],
+ * kind_names[kind] naming them.  The counters stay where the exit path keeps
+ * them; the copy costs the exit path nothing.
+ */
+#define HV_HVLG_SIG         "HVLG"
+#define HV_HVLG_PAGES       4                   /* before the ring */
+#define HV_HVLG_STATS_OFF   0x200
+#define HV_STATS_KINDS      24                  /* counters per CPU (>= HV_EXIT_COUNT) */
+#define HV_STATS_CPUS       ((HV_HVLG_PAGES * 4096 - HV_HVLG_STATS_OFF) / (HV_STATS_KINDS * 8))
+#define HV_CPUID_BASE_LEAF  0x40000000u         /* EBX:ECX:EDX "MicroHvisor!", EAX max leaf */
+#define HV_CPUID_STATS      0x40000002u         /* EAX = CPUs copied, EBX = snapshot number */
+
+struct hv_hvlg {
+    char sig[4];                    /* 0x00 "HVLG" (ACPI 6.5 5.2.6 header) */
+    uint32_t length;                /* 0x04 the whole block, ring included */
+    uint8_t revision;               /* 0x08 1 */
+    uint8_t checksum;               /* 0x09 all `length` bytes sum to 0 */
+    char oem_id[6];                 /* 0x0a */
+    char oem_table_id[8];           /* 0x10 */
+    uint32_t oem_revision;          /* 0x18 */
+    uint32_t creator_id;            /* 0x1c */
+    uint32_t creator_revision;      /* 0x20 */
+    uint32_t ring_offset;           /* 0x24 struct hv_ring_hdr, from the table's start */
+    uint32_t stats_offset;          /* 0x28 counts, HV_HVLG_STATS_OFF */
+    uint16_t stats_cpus;            /* 0x2c room for this many CPUs */
+    uint16_t stats_kinds;           /* 0x2e counters per CPU */
+    volatile uint64_t stats_gen;    /* 0x30 snapshots taken, 0: none yet */
+    volatile uint32_t stats_ncpus;  /* 0x38 CPUs in the latest snapshot */
+    uint8_t sum_fix;                /* 0x3c keeps the byte sum of 0x30..end of stats */
+    uint8_t reserved[3];            /* 0x3d */
+    char kind_names[HV_STATS_KINDS][8]; /* 0x40 NUL-padded, "" unused */
+};
+_Static_assert(sizeof(struct hv_hvlg) == 0x100 && __builtin_offsetof(struct hv_hvlg, ring_offset)
+               == 0x24 && __builtin_offsetof(struct hv_hvlg, stats_gen) == 0x30,
+               "HVLG header layout");
+_Static_assert(HV_HVLG_STATS_OFF >= sizeof(struct hv_hvlg), "HVLG stats offset");
+
+/* Formats the table over `bytes` bytes at t, the ring at ring_offset already
+ * initialized (hv_ring_init), and sets the ACPI checksum. */
+void hv_hvlg_init(struct hv_hvlg *t, uint32_t bytes, uint32_t ring_offset);
+/* Copies n CPUs' counters (counts(ctx, i) -> `kinds` values, NULL: none)
+ * and the kinds' names into the table, keeping its byte sum; returns the
+ * snapshot number.  The caller serializes writers. */
+typedef const uint64_t *(*hv_hvlg_counts_fn)(void *ctx, unsigned cpu);
+uint64_t hv_hvlg_snapshot(struct hv_hvlg *t, unsigned n, hv_hvlg_counts_fn counts, void *ctx,
+                          const char *const *kind_names, unsigned kinds);
+/* The table checked (signature, length, offsets; not the checksum, which
+ * a reader racing a writer may see off): the ring inside it, NULL if
+ * unusable (*why set). */
+const struct hv_ring_hdr *hv_hvlg_ring(const struct hv_hvlg *t, uint64_t avail,
+                                       const char **why);
+/* The latest snapshot's counters of one CPU, NULL past stats_ncpus. */
+const uint64_t *hv_hvlg_counts(const struct hv_hvlg *t, unsigned cpu);
+uint8_t hv_sum8(const void *p, size_t n);
 
 /* Why a ring could not be read; 0 is fine.  hv_ring_error_name() names it. */
 enum hv_ring_error {

@@ -89,16 +89,36 @@ static void drop_oldest(struct hv_ring_hdr *r)
     }
 }
 
+uint8_t hv_sum8(const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    uint8_t s = 0;
+
+    for (size_t i = 0; i < n; i++)
+        s += b[i];
+    return s;
+}
+
+/* The positions and counters an append changes: head, tail, next_seq, dropped. */
+#define HDR_LIVE(r) ((const uint8_t *)(r) + __builtin_offsetof(struct hv_ring_hdr, head))
+#define HDR_LIVE_LEN (__builtin_offsetof(struct hv_ring_hdr, sum_fix) - \
+                      __builtin_offsetof(struct hv_ring_hdr, head))
+
+/* Every byte an append changes is summed before and after, and sum_fix takes
+ * the difference, so the ring's byte sum never changes: the HVLG table that
+ * holds it keeps a valid ACPI checksum without recomputing 64 KiB. */
 void hv_ring_append(struct hv_ring_hdr *r, const char *text, size_t len)
 {
     uint64_t a = area(r), sz, pos;
     struct hv_ring_rec *rec;
+    uint8_t hdr_before, before, fix = 0;
 
     if (len > HV_REC_TEXT_MAX)
         len = HV_REC_TEXT_MAX;
     sz = rec_bytes(len);
     if (sz > a)
         return;
+    hdr_before = hv_sum8(HDR_LIVE(r), HDR_LIVE_LEN);
     pos = r->head;
     if (a - pos % a < sz)                   /* no straddling: next lap */
         pos += a - pos % a;
@@ -106,9 +126,15 @@ void hv_ring_append(struct hv_ring_hdr *r, const char *text, size_t len)
         drop_oldest(r);
     if (r->tail >= r->head)                 /* empty (or everything dropped) */
         r->tail = pos;
-    if (pos != r->head)
-        *(volatile uint32_t *)at(r, r->head) = HV_REC_WRAP;
+    if (pos != r->head) {
+        uint8_t *w = at(r, r->head);
+
+        before = hv_sum8(w, 4);
+        *(volatile uint32_t *)w = HV_REC_WRAP;
+        fix += (uint8_t)(hv_sum8(w, 4) - before);
+    }
     rec = (struct hv_ring_rec *)at(r, pos);
+    before = hv_sum8(rec, sz);
     rec->magic = 0;                         /* a reader sees it torn until done */
     rec->len = (uint16_t)len;
     rec->reserved = 0;
@@ -119,8 +145,11 @@ void hv_ring_append(struct hv_ring_hdr *r, const char *text, size_t len)
     __builtin_memset(rec->text + len, 0, sz - sizeof(*rec) - len);
     rec->magic = HV_REC_MAGIC;
     rec->csum = rec_csum(rec);
+    fix += (uint8_t)(hv_sum8(rec, sz) - before);
     __atomic_store_n(&r->head, pos + sz, __ATOMIC_RELEASE);
     r->next_seq++;
+    fix += (uint8_t)(hv_sum8(HDR_LIVE(r), HDR_LIVE_LEN) - hdr_before);
+    r->sum_fix -= fix;
 }
 
 void hv_ring_lock(struct hv_ring_hdr *r)
@@ -241,4 +270,101 @@ int hv_ring_read(const void *mem, uint64_t avail, hv_ring_line_fn line, void *ct
     if (l.n)
         emit(&l);
     return st->records ? HV_RING_OK : HV_RING_E_EMPTY;
+}
+
+/* ---- the HVLG ACPI table around the ring ---------------------------------- */
+static void copy_name(char *dst, size_t n, const char *src)
+{
+    size_t i = 0;
+
+    for (; src && src[i] && i < n; i++)
+        dst[i] = src[i];
+    for (; i < n; i++)
+        dst[i] = 0;
+}
+
+void hv_hvlg_init(struct hv_hvlg *t, uint32_t bytes, uint32_t ring_offset)
+{
+    __builtin_memset(t, 0, ring_offset);
+    __builtin_memcpy(t->sig, HV_HVLG_SIG, 4);
+    t->length = bytes;
+    t->revision = 1;
+    __builtin_memcpy(t->oem_id, "MICROH", 6);
+    __builtin_memcpy(t->oem_table_id, "HVLOGRNG", 8);
+    t->oem_revision = HV_RING_VERSION;
+    __builtin_memcpy(&t->creator_id, "MHV ", 4);
+    t->creator_revision = 1;
+    t->ring_offset = ring_offset;
+    t->stats_offset = HV_HVLG_STATS_OFF;
+    t->stats_cpus = HV_STATS_CPUS;
+    t->checksum = (uint8_t)-hv_sum8(t, bytes);      /* the byte at 0x09 was 0 */
+}
+
+static uint64_t *stats_of(struct hv_hvlg *t, unsigned cpu)
+{
+    return (uint64_t *)((uint8_t *)t + t->stats_offset) + (size_t)cpu * HV_STATS_KINDS;
+}
+
+/* The header bytes a snapshot changes: stats_kinds, stats_gen, stats_ncpus
+ * and the names (sum_fix and its padding are not among them). */
+static uint8_t snapshot_hdr_sum(const struct hv_hvlg *t)
+{
+    return (uint8_t)(hv_sum8(&t->stats_kinds, 2) + hv_sum8((const void *)&t->stats_gen, 12) +
+                     hv_sum8(t->kind_names, sizeof(t->kind_names)));
+}
+
+uint64_t hv_hvlg_snapshot(struct hv_hvlg *t, unsigned n, hv_hvlg_counts_fn counts, void *ctx,
+                          const char *const *kind_names, unsigned kinds)
+{
+    uint8_t fix = 0, before, hdr_before = snapshot_hdr_sum(t);
+
+    t->stats_kinds = kinds < HV_STATS_KINDS ? kinds : HV_STATS_KINDS;
+    for (unsigned k = 0; k < t->stats_kinds; k++)
+        copy_name(t->kind_names[k], sizeof(t->kind_names[k]), kind_names[k]);
+    if (n > t->stats_cpus)
+        n = t->stats_cpus;
+    for (unsigned i = 0; i < n; i++) {
+        uint64_t *dst = stats_of(t, i);
+        const uint64_t *src = counts(ctx, i);
+
+        before = hv_sum8(dst, HV_STATS_KINDS * 8);
+        for (unsigned k = 0; k < t->stats_kinds; k++)
+            dst[k] = src ? __atomic_load_n(&src[k], __ATOMIC_RELAXED) : 0;
+        fix += (uint8_t)(hv_sum8(dst, HV_STATS_KINDS * 8) - before);
+    }
+    t->stats_ncpus = n;
+    __atomic_store_n(&t->stats_gen, t->stats_gen + 1, __ATOMIC_RELEASE);
+    fix += (uint8_t)(snapshot_hdr_sum(t) - hdr_before);
+    t->sum_fix -= fix;
+    return t->stats_gen;
+}
+
+const struct hv_ring_hdr *hv_hvlg_ring(const struct hv_hvlg *t, uint64_t avail,
+                                       const char **why)
+{
+    const struct hv_ring_hdr *r;
+
+    *why = NULL;
+    if (avail < sizeof(*t) || __builtin_memcmp(t->sig, HV_HVLG_SIG, 4))
+        *why = "not-an-HVLG-table";
+    else if (t->length > avail || t->length < sizeof(*t) + sizeof(*r) ||
+             t->ring_offset < sizeof(*t) ||
+             t->ring_offset > t->length - sizeof(*r) ||
+             t->stats_offset < sizeof(*t) || t->stats_kinds > HV_STATS_KINDS ||
+             t->stats_offset + (uint64_t)t->stats_cpus * HV_STATS_KINDS * 8 > t->ring_offset)
+        *why = "bad-HVLG-layout";
+    if (*why)
+        return NULL;
+    r = (const void *)((const uint8_t *)t + t->ring_offset);
+    if (r->magic != HV_RING_MAGIC || r->size > t->length - t->ring_offset) {
+        *why = "bad-ring-in-HVLG";
+        return NULL;
+    }
+    return r;
+}
+
+const uint64_t *hv_hvlg_counts(const struct hv_hvlg *t, unsigned cpu)
+{
+    return cpu < t->stats_ncpus && cpu < t->stats_cpus ?
+           stats_of((struct hv_hvlg *)t, cpu) : NULL;
 }

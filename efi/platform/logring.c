@@ -1,7 +1,8 @@
 /*
  * logring.c - the platform side of the log ring (efi/include/hv_ring.h):
  * find and print the previous boot's ring, then set up this boot's and
- * publish it in the EFI variable HvLog-<HV_RING_GUID> (NV+BS+RT).
+ * publish it in the EFI variable HvLog-<HV_RING_GUID> (NV+BS+RT) and, as the
+ * tail of the HVLG table, in the XSDT (acpi.c).
  *
  * Order matters (plat_ring_setup runs before anything else logs): the
  * previous ring is read before this boot takes any memory of its own, and
@@ -18,15 +19,25 @@
                    EFI_VARIABLE_RUNTIME_ACCESS)
 
 #define RING_MAX_ADDRESS 0x3FFFFFFull
+/* One block: the HVLG table's header and statistics, then the ring. */
+#define BLOCK_PAGES (HV_HVLG_PAGES + HV_RING_PAGES)
+#define RING_OFFSET (HV_HVLG_PAGES * 4096ull)
 
 static EFI_GUID ring_guid = HV_RING_GUID_INIT;
 static CHAR16 var_name[] = L"" HV_RING_VAR_NAME;
 static struct hv_ring_hdr *ring;
+static struct hv_hvlg *table;
+static bool in_xsdt;
 static uint64_t prev_boot_id;
 
 const struct hv_ring_hdr *plat_ring(void)
 {
     return ring;
+}
+
+struct hv_hvlg *plat_hvlg(void)
+{
+    return table;
 }
 
 bool plat_ring_had_previous(void)
@@ -84,14 +95,14 @@ static struct hv_ring_hdr *pages_from_variable(const char **why)
         *why = s == EFI_NOT_FOUND ? "no-variable" : "bad-variable";
         return NULL;
     }
-    addr = var.phys;
-    s = plat_bs->AllocatePages(AllocateAddress, EfiRuntimeServicesData, HV_RING_PAGES,
-                               &addr);
+    addr = var.phys - RING_OFFSET;
+    s = var.phys < RING_OFFSET ? EFI_NOT_FOUND :
+        plat_bs->AllocatePages(AllocateAddress, EfiRuntimeServicesData, BLOCK_PAGES, &addr);
     if (EFI_ERROR(s)) {
         *why = "ring-memory-in-use";
         return NULL;
     }
-    return (struct hv_ring_hdr *)(uintptr_t)addr;
+    return (struct hv_ring_hdr *)(uintptr_t)var.phys;
 }
 
 static struct hv_ring_hdr *ring_alloc(void);
@@ -152,15 +163,19 @@ static void publish(struct hv_ring_hdr *r)
 
 /* New ring memory: below 64 MiB where the firmware has it, because firmware
  * allocates top-down and its transient allocations in the next boot (before
- * we run) would overwrite a ring near the top of memory. */
+ * we run) would overwrite a ring near the top of memory.  The ring is the
+ * block's tail (RING_OFFSET); the HVLG header comes first. */
 static struct hv_ring_hdr *ring_alloc(void)
 {
     EFI_PHYSICAL_ADDRESS addr = RING_MAX_ADDRESS;
+    uint8_t *block;
 
     if (EFI_ERROR(plat_bs->AllocatePages(AllocateMaxAddress, EfiRuntimeServicesData,
-                                         HV_RING_PAGES, &addr)))
-        return plat_alloc_pages(HV_RING_PAGES);
-    return (struct hv_ring_hdr *)(uintptr_t)addr;
+                                         BLOCK_PAGES, &addr)))
+        block = plat_alloc_pages(BLOCK_PAGES);
+    else
+        block = (uint8_t *)(uintptr_t)addr;
+    return block ? (struct hv_ring_hdr *)(block + RING_OFFSET) : NULL;
 }
 
 void plat_ring_setup(void)
@@ -174,16 +189,20 @@ void plat_ring_setup(void)
         return;
     }
     hv_ring_init(r, HV_RING_PAGES * 4096ull, random64(), prev_boot_id);
+    table = (struct hv_hvlg *)((uint8_t *)r - RING_OFFSET);
+    hv_hvlg_init(table, BLOCK_PAGES * 4096u, RING_OFFSET);
     ring = r;
     hv_log_set_ring(r);
     publish(r);
+    in_xsdt = plat_acpi_add_table(table);
 }
 
 void plat_ring_report(void)
 {
     if (ring)
         hv_log("HV: log ring=%llx size=%llu boot-id=%016llx prev-boot-id=%016llx "
-               "var=" HV_RING_VAR_NAME "-" HV_RING_GUID_STR "\n",
+               "var=" HV_RING_VAR_NAME "-" HV_RING_GUID_STR " acpi=%s@%llx\n",
                (unsigned long long)(uintptr_t)ring, (unsigned long long)ring->size,
-               (unsigned long long)ring->boot_id, (unsigned long long)ring->prev_boot_id);
+               (unsigned long long)ring->boot_id, (unsigned long long)ring->prev_boot_id,
+               in_xsdt ? HV_HVLG_SIG : "none", (unsigned long long)(uintptr_t)table);
 }

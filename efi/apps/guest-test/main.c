@@ -11,6 +11,7 @@
 #include "hv.h"
 #include "hv_efi.h"
 #include "hv_lib.h"
+#include "hv_ring.h"
 
 #define HC_MAGIC    0x48564D43u
 #define HC_VERSION  0
@@ -302,27 +303,34 @@ static void check_protection(void)
 }
 
 /* HC_LOG_RING: the hypervisor's log ring is readable (its header starts with
- * the magic "HVRING01") and read-only: a write gets #GP (EPT, ept-block). */
+ * the magic "HVRING01") and read-only: a write gets #GP (EPT, ept-block).
+ * So is the HVLG ACPI table's header just below it (hv_ring.h). */
 static void check_log_ring(void)
 {
     uint64_t out[2] = {0, 0};
     uint64_t s = gt_hypercall(HC_LOG_RING, 0, 0, out);
     volatile uint32_t *ring = (volatile uint32_t *)(uintptr_t)out[0];
-    uint32_t magic = 0;
+    volatile uint32_t *table = (volatile uint32_t *)(uintptr_t)(out[0] - HV_HVLG_PAGES * 4096);
+    uint32_t magic = 0, sig = 0;
     struct saved_gates g;
-    int vec_r = -1, vec_w = -1;
-    char d[96];
+    int vec_r = -1, vec_w = -1, tvec_r = -1, tvec_w = -1;
+    char d[160];
 
-    if (s == 0 && out[0]) {
+    if (s == 0 && out[0] >= HV_HVLG_PAGES * 4096) {
         traps_install(&g);
         vec_r = gt_try_read(ring, &magic);
         vec_w = gt_try_write(ring, 0);
+        tvec_r = gt_try_read(table, &sig);
+        tvec_w = gt_try_write(table, 0);
         traps_remove(&g);
     }
-    hv_snprintf(d, sizeof(d), "hpa=%llx bytes=%llu read-vec=%d magic=%x write-vec=%d",
-                (unsigned long long)out[0], (unsigned long long)out[1], vec_r, magic, vec_w);
+    hv_snprintf(d, sizeof(d), "hpa=%llx bytes=%llu read-vec=%d magic=%x write-vec=%d "
+                "hvlg-read-vec=%d sig=%x hvlg-write-vec=%d",
+                (unsigned long long)out[0], (unsigned long long)out[1], vec_r, magic, vec_w,
+                tvec_r, sig, tvec_w);
     result("log-ring-read-only", s == 0 && vec_r == -1 && magic == 0x49525648 && vec_w == 13 &&
-           ring[0] == 0x49525648, 0, d);
+           ring[0] == 0x49525648 && tvec_r == -1 && sig == 0x474C5648 && tvec_w == 13 &&
+           table[0] == 0x474C5648, 0, d);
 }
 
 /* In Bochs RDTSC counts instructions, so these are instruction counts.
