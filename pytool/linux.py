@@ -353,7 +353,7 @@ fi
 
 # hvtest=s3: suspend to RAM; the runner wakes the machine (scenario `s3: true`).
 # Twice, as laptops do.  The hypervisor takes every CPU back on resume
-# (efi/core/sleep.c): hvcheck runs again on every CPU, and the ring tells how
+# (efi/core/s3.c): hvcheck runs again on every CPU, and the ring tells how
 # the CPUs came back.
 case " $(cat /proc/cmdline) " in
     *" hvtest=s3 "*)

@@ -113,7 +113,7 @@ struct hv_backend_ops {
     void (*apic_unprotect)(void);
     /* Intercept them again (before S3: the OS restarts its APs on resume). */
     void (*apic_protect)(void);
-    /* S3 resume (sleep.c): on a CPU back from reset, on its host stack,
+    /* S3 resume (s3.c): on a CPU back from reset, on its host stack,
      * enable SVM/VMX again and enter the guest in real mode at cs:ip: the
      * firmware's hand-over at the waking vector (wake) or a start-up IPI's.
      * NULL: the hypervisor ends at S3. */
@@ -164,7 +164,7 @@ struct hv_cpu {
     volatile bool guest;            /* runs as our guest (set at prepare) */
     uint32_t icr_high;              /* the guest's xAPIC ICR[63:32] */
     uint32_t apic_ldr, apic_dfr;    /* the guest's xAPIC LDR/DFR (logical IPIs) */
-    volatile bool s3_down;          /* off since S3, until the OS starts it (sleep.c) */
+    volatile bool s3_down;          /* off since S3, until the OS starts it (s3.c) */
     int16_t s3_sipi;                /* its start-up vector then, -1: none yet */
 };
 
@@ -311,6 +311,7 @@ int64_t hv_guest_hypercall(uint64_t fn, uint64_t *rdx, uint64_t *r8);
 
 /* ---- sleep.c: "S3", "S5" or "unknown" for a PM1a_CNT value with SLP_EN ---- */
 const char *hv_sleep_state(uint32_t pm1_cnt);
+/* ---- s3.c: the way back from S3 ------------------------------------------ */
 /* Before the S3 write goes out: take over the waking vector; false (and
  * logged) when the hypervisor ends at S3 instead. */
 bool hv_s3_prepare(struct hv_cpu *c, uint16_t port, uint32_t val);

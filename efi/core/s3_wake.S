@@ -1,5 +1,5 @@
 /*
- * s3_wake.S - the S3 resume stub (sleep.c): the code every CPU runs when it
+ * s3_wake.S - the S3 resume stub (s3.c): the code every CPU runs when it
  * comes back from S3 without virtualization, copied to a page below 1 MiB.
  * The BSP enters it from the FACS firmware waking vector (ACPI 6.5 5.2.10:
  * real mode, CS:IP = vector >> 4 : vector & 0xF), an AP from a start-up IPI
@@ -15,7 +15,7 @@
  * works as soon as it is loaded.  No data is written: concurrent CPUs share
  * the page.
  */
-    .set W_GDT, 0x800           /* the data half of the page (struct s3_wake, sleep.c) */
+    .set W_GDT, 0x800           /* the data half of the page (struct s3_wake, s3.c) */
     .set W_GDTR, 0x820
     .set W_JMP32, 0x828
     .set W_JMP64, 0x830
@@ -37,7 +37,7 @@ hv_s3_wake_start:
     mov %bx, %ds
     movzwl %bx, %ebx
     shl $4, %ebx                /* EBX = the page, through every mode below */
-    lgdtl W_GDTR                /* GDT base and jump targets: written by sleep.c */
+    lgdtl W_GDTR                /* GDT base and jump targets: written by s3.c */
     mov %cr0, %eax
     or $1, %eax                 /* PE */
     mov %eax, %cr0

@@ -280,7 +280,7 @@ static void icr_write(struct hv_cpu *c, uint32_t lo, uint32_t dest, bool x2)
         if (!hit)
             continue;
         if (hv_s3_start_ap(c, t, dm == DM_INIT, lo & 0xFF)) {
-            hit_any = true;                        /* down since S3 (sleep.c) */
+            hit_any = true;                        /* down since S3 (s3.c) */
         } else if (t->left != 1) {
             record(c, t, dm, lo & 0xFF);
             hit_any = true;
@@ -311,7 +311,7 @@ static void maybe_unprotect(struct hv_cpu *c)
     hv_log("HV: apic-intercept off cpu=%u: every AP started by the OS\n", c->index);
 }
 
-/* Before S3 (sleep.c): on resume the OS starts its APs again, and those
+/* Before S3 (s3.c): on resume the OS starts its APs again, and those
  * start-ups must be ours. */
 void hv_smp_s3_rearm(struct hv_cpu *c)
 {

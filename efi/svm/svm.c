@@ -316,7 +316,7 @@ static int svm_cpu_prepare(struct hv_cpu *c)
     return 0;
 }
 
-/* Back from S3 (sleep.c): the CPU came out of reset, so SVM is enabled
+/* Back from S3 (s3.c): the CPU came out of reset, so SVM is enabled
  * again as at prepare (APM 15.4) on the same pages; the control area is as
  * it was, the guest starts in real mode at cs:ip, CR0 as the firmware hands
  * over a waking vector (caches on) or as INIT leaves it for a start-up IPI. */
