@@ -69,7 +69,7 @@ def check_hv_memory_reserved(res) -> None:
     """The hypervisor's resident pool is reserved in Linux's map, never System RAM,
     and the guest never touched it (no EPT block was logged).  Per boot: a run that
     reboots gets a new pool each time."""
-    boots = re.split(r"(?=HV: resident image=)", res.serial)[1:]
+    boots = re.split(r"(?m)(?=^HV: resident image=)", res.serial)[1:]
     assert boots, "the hypervisor did not report its resident pool"
     for boot in boots:
         m = re.match(r"HV: resident image=(0x[0-9a-f]+) pool-pages=(\d+)", boot)

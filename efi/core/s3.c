@@ -193,7 +193,6 @@ void hv_s3_cpu_entry(struct hv_cpu *c)
     if (c->s3_sipi >= 0) {
         cs = (uint16_t)(c->s3_sipi << 8);
         ip = 0;
-        c->os_started = true;
     } else if (!__atomic_exchange_n(&waker_taken, true, __ATOMIC_ACQ_REL)) {
         cs = (uint16_t)(os_vector >> 4);
         ip = os_vector & 0xF;
@@ -207,6 +206,8 @@ void hv_s3_cpu_entry(struct hv_cpu *c)
            waker ? "the OS's waking vector" : "the OS's start-up IPI");
     if (waker)
         facs->waking_vector = os_vector;   /* as the OS left it */
+    else
+        c->os_started = true;              /* the intercepts may end now (smp.c) */
     c->ops->s3_resume(c, cs, ip, waker);
 }
 
