@@ -337,6 +337,7 @@ const struct hv_backend_ops svm_ops = {
     .park_init = svm_park_init,
     .start_sipi = svm_start_sipi,
     .can_leave_now = svm_can_leave_now,
+    .host_nmi_window = svm_host_nmi_window,
     .leave_parked = svm_leave_parked,
     .apic_unprotect = svm_apic_unprotect,
     .flush_ept = svm_flush,
