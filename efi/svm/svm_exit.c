@@ -312,6 +312,8 @@ static void deliver_pending_nmi(struct hv_cpu *c, struct vmcb *v)
 {
     struct svm_cpu *s = svm_of(c);
 
+    if (s->nmi_step)
+        return;                                    /* the #DB after the IRET comes first */
     if (s->nmi_masked && s->iret_seen && v->save.rip != s->iret_rip)
         nmi_unmask(s, v);                          /* its IRET has completed */
     if (s->nmi_masked) {
