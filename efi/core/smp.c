@@ -431,8 +431,8 @@ static void take_nmis(struct hv_cpu *c)
     }
 }
 
-/* Waits, in the host, until NMIs pending here have arrived (SVM: a GIF
- * window), for at most the wake-up that the doorbell announces. */
+/* Lets an NMI that the host holds pending arrive now (SVM: a GIF window;
+ * the VMX host takes NMIs at once). */
 static void host_nmi_window(struct hv_cpu *c)
 {
     if (c->ops->host_nmi_window)
