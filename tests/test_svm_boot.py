@@ -22,7 +22,8 @@ PER_CPU_CHECKS = [
 # Checks the BSP alone runs.
 BSP_CHECKS = [
     "vmcall-stats", "vmcall-log", "vmcall-bad-function", "vmcall-bad-magic-ud",
-    "hv-memory-blocked", "devirtualize-call", "post-devirt-no-signature", "post-devirt-stall",
+    "hv-memory-blocked", "nmi-prompt", "nmi-held-to-iret",
+    "devirtualize-call", "post-devirt-no-signature", "post-devirt-stall",
     "post-devirt-conout", "post-devirt-variable",
 ]
 

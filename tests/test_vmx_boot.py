@@ -20,6 +20,7 @@ PER_CPU_CHECKS = [
 BSP_CHECKS = [
     "vmcall-stats", "vmcall-log", "vmcall-bad-function", "hv-memory-blocked",
     "log-ring-read-only",
+    "nmi-prompt", "nmi-held-to-iret",
     "devirtualize-call", "post-devirt-no-signature", "post-devirt-stall",
     "post-devirt-conout", "post-devirt-variable",
 ]

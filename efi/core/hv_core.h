@@ -106,6 +106,9 @@ struct hv_backend_ops {
     /* False when the guest has an event in flight that leaving VMX would
      * lose; the backend then arranges another exit as soon as it is done. */
     bool (*can_leave_now)(struct hv_cpu *c);
+    /* Lets an NMI that the host holds pending arrive now (SVM: GIF = 0 holds
+     * it, APM 15.17); NULL where the host takes NMIs at once (VMX). */
+    void (*host_nmi_window)(void);
     /* Leaves VMX on a parked CPU: it halts in the host until a real INIT. */
     void (*leave_parked)(struct hv_cpu *c) __attribute__((noreturn));
     /* Stop intercepting writes to the xAPIC page and to the x2APIC ICR
@@ -135,7 +138,8 @@ struct hv_backend_ops {
  * asm stubs reach it with %gs:. */
 struct hv_cpu {
     struct hv_cpu *self;            /* 0x00 */
-    volatile uint32_t nmi_pending;  /* NMIs received (host_nmi, NMI exits) */
+    volatile uint32_t nmi_pending;  /* NMIs arrived since the last poll (host_nmi, NMI
+                                     * exits): how many, not whose (smp.c) */
     uint32_t index;
     struct hv_regs *regs;           /* guest GPRs of the exit being handled */
     const struct hv_backend_ops *ops;
@@ -144,17 +148,20 @@ struct hv_cpu {
     void *gdt;                      /* host GDT (one page with the TSS) */
     void *backend;                  /* vendor per-CPU state */
     uint32_t apic_id;               /* initial x2APIC/xAPIC ID (CPUID) */
-    /* Cross-CPU requests (smp.c): another CPU sets req under lock, counts
-     * nmi_sent and sends an NMI; this CPU consumes both at its next exit. */
+    /* Cross-CPU requests (smp.c): another CPU sets req under lock, rings
+     * nmi_doorbell and, if it was silent, sends one NMI; this CPU consumes
+     * both at its next exit. */
     volatile int lock;
     volatile uint32_t req;
-    volatile uint32_t nmi_sent;
-    uint32_t nmi_seen;
+    volatile uint32_t nmi_doorbell;  /* 1: a wake-up NMI is on its way here, unmatched */
     uint8_t sipi_vector;            /* with REQ_SIPI */
     bool sipi_armed;                /* an INIT was sent; the next SIPI counts */
     volatile bool parked;                      /* in the emulated wait-for-SIPI state */
-    bool guest_nmi;                 /* an NMI the guest must still receive */
-    uint32_t guest_nmis;            /* more of them, after that one */
+    uint8_t guest_nmi;              /* NMIs owed to the guest: 0-2 (one to deliver, one
+                                     * latched behind it, as the CPU's NMI latch) */
+    struct {                        /* `HV: nmi` at power-off (smp.c) */
+        uint32_t received, wakeups, guest, injected, dropped;
+    } nmi_stat;
     /* The backend's "exit at once after VM entry", called from the host
      * NMI handler (NMI context: no logging, no locks); NULL outside VMX. */
     void (*volatile nmi_kick)(void);
@@ -240,6 +247,13 @@ unsigned hv_apic_mmio_write(struct hv_cpu *c, uint64_t gpa);
 void hv_x2apic_icr_write(struct hv_cpu *c, uint64_t val);
 /* At the end of every exit: NMIs and requests from other CPUs. */
 void hv_smp_poll(struct hv_cpu *c);
+/* The backend has injected one of the NMIs owed to the guest. */
+static inline void hv_nmi_injected(struct hv_cpu *c)
+{
+    c->guest_nmi--;
+    c->nmi_stat.injected++;
+}
+void hv_print_nmi_stats(struct hv_cpu *c);
 /* The cheap test done on every exit before calling hv_smp_poll. */
 static inline bool hv_smp_pending(const struct hv_cpu *c)
 {

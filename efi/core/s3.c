@@ -190,6 +190,9 @@ void hv_s3_cpu_entry(struct hv_cpu *c)
     bool waker = false;
 
     load_host_tables(c);
+    c->nmi_doorbell = 0;                   /* NMIs in flight died with the power */
+    c->nmi_pending = 0;
+    c->guest_nmi = 0;
     if (c->s3_sipi >= 0) {
         cs = (uint16_t)(c->s3_sipi << 8);
         ip = 0;

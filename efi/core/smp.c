@@ -17,15 +17,40 @@
  * started CPU ignores them.  The target applies INIT before SIPI whatever
  * order the NMIs arrive in, so INIT-SIPI-SIPI sent back to back works.
  *
- * NMIs.  Each sender counts a wake-up in nmi_sent on the target before it
- * sends; the target counts every NMI it receives in nmi_pending (the host
- * NMI handler and the NMI exit add one each).  At its next poll the first
- * min(received, wake-ups) are ours and the rest are the guest's, injected
- * one at a time: a guest NMI that arrives together with a wake-up is no
- * longer absorbed.  Limit: two NMIs the CPU itself coalesces (both arrive
- * while NMIs are blocked) count as one.  An NMI that reaches the host just
- * before VM entry kicks an immediate exit (backend nmi_kick), so it reaches
- * the guest at once, not at the next unrelated exit.
+ * NMIs: request flags, not counts.  A wake-up is a request bit in the
+ * target's req, set under its lock, plus its doorbell: the sender sends an
+ * NMI only when it turns nmi_doorbell from 0 to 1, so at most one wake-up
+ * NMI is ever on its way to a CPU, and a later request rides on it.  The
+ * target counts arrivals only (nmi_pending: the host NMI handler and the
+ * NMI exits add one each).  At its poll, one arrival clears a rung
+ * doorbell - that NMI was (or stands for) the wake-up - and every other
+ * arrival is the guest's.  Why this is exact (SDM Vol 3A 6.7.1, 11.6.1;
+ * APM 15.13.2, 15.17):
+ *  - Two wake-ups never merge into one NMI (the second sends none), so a
+ *    wake-up leaves no debt behind.  Counting sent against seen did: two
+ *    wake-ups that arrive while the target holds NMIs pending (GIF = 0 on
+ *    SVM for a whole exit, NMI blocking on VMX) are one NMI in hardware,
+ *    the count stays one behind for good, and the guest's next NMI (a sysrq
+ *    backtrace) paid it off and was swallowed.
+ *  - A guest NMI that arrives before the wake-up NMI is matched to the
+ *    doorbell; the wake-up NMI then counts as the guest's: the guest gets
+ *    exactly its one NMI, a few instructions late.  Never a spurious one,
+ *    which Linux would report as "NMI received for unknown reason" ("Dazed
+ *    and confused") since no source of its own claims it.
+ *  - The one loss left is a guest NMI merged in hardware with a wake-up NMI
+ *    (both pending at once).  Wake-ups exist only for INIT, SIPI and
+ *    devirtualization.  INIT puts the CPU into wait-for-SIPI, where NMIs
+ *    are blocked and dropped (as KVM's INIT does); devirtualization is a
+ *    one-off hypercall.  An OS that runs normally gets no wake-ups at all,
+ *    so every NMI it receives is its own.
+ * A guest NMI is owed (guest_nmi, at most 2: one to deliver, one latched,
+ * as the CPU's NMI latch holds one while NMIs are blocked; more merge) and
+ * the backend injects it at the next boundary where the guest's NMIs are
+ * unblocked: on this entry when possible, else at the NMI window (VMX
+ * virtual NMIs: NMI-window exiting; SVM: the IRET intercept, svm_exit.c).
+ * An NMI that reaches the VMX host after the last poll kicks an exit at
+ * once (nmi_kick); on SVM the host holds it (GIF = 0) and it exits right
+ * after VMRUN.  Both reach the guest before its next instruction.
  *
  * When the interception ends.  EOI and TPR writes land on the same page,
  * so keeping it read-only costs an exit per interrupt.  It is dropped once
@@ -110,11 +135,14 @@ static void send_ipi(struct hv_cpu *c, uint32_t lo, uint32_t dest)
     *xapic(XAPIC_ICR_HI) = c->icr_high;
 }
 
+/* Rings t's doorbell after its request is recorded; the NMI goes only if
+ * none is on its way (smp.c's head comment). */
 static void wake(struct hv_cpu *c, struct hv_cpu *t)
 {
     if (t == c)
         return;                                   /* applied at the end of this exit */
-    __atomic_add_fetch(&t->nmi_sent, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_exchange_n(&t->nmi_doorbell, 1, __ATOMIC_SEQ_CST))
+        return;                                   /* the NMI in flight will do */
     send_ipi(c, ICR_NMI, t->apic_id);
 }
 
@@ -402,10 +430,51 @@ void hv_x2apic_icr_write(struct hv_cpu *c, uint64_t val)
 }
 
 /* ---- requests, at the end of every exit ------------------------------------------ */
+/* The NMIs that arrived: one answers a rung doorbell, the rest are owed to
+ * the guest - unless it is in wait-for-SIPI, which blocks them. */
+static void take_nmis(struct hv_cpu *c)
+{
+    uint32_t got = __atomic_exchange_n(&c->nmi_pending, 0, __ATOMIC_ACQ_REL);
+
+    c->nmi_stat.received += got;
+    if (got && __atomic_exchange_n(&c->nmi_doorbell, 0, __ATOMIC_SEQ_CST)) {
+        got--;
+        c->nmi_stat.wakeups++;
+    }
+    c->nmi_stat.guest += got;
+    if (c->parked) {
+        c->nmi_stat.dropped += got + c->guest_nmi;
+        c->guest_nmi = 0;
+        return;
+    }
+    while (got--) {
+        if (c->guest_nmi < 2)
+            c->guest_nmi++;
+        else
+            c->nmi_stat.dropped++;                 /* merged, as in the CPU's latch */
+    }
+}
+
+/* Lets an NMI that the host holds pending arrive now (SVM: a GIF window;
+ * the VMX host takes NMIs at once). */
+static void host_nmi_window(struct hv_cpu *c)
+{
+    if (c->ops->host_nmi_window)
+        c->ops->host_nmi_window();
+}
+
 static void leave(struct hv_cpu *c)
 {
     struct hv_guest_paging p;
 
+    /* The wake-up NMI must land here, not in the native guest (where it
+     * would be an unknown NMI). */
+    for (uint64_t n = 0; c->nmi_doorbell && n < 100000000ull; n++) {
+        host_nmi_window(c);
+        if (c->nmi_pending)
+            take_nmis(c);
+        cpu_relax();
+    }
     if (c->parked) {
         __atomic_store_n(&c->left, 1, __ATOMIC_RELEASE);
         c->ops->leave_parked(c);
@@ -431,18 +500,8 @@ void hv_smp_poll(struct hv_cpu *c)
     if (!c->nmi_pending && !c->req && !c->devirt_deferred)
         return;                                    /* the common case: plain loads */
 again:
-    if (c->nmi_pending) {
-        uint32_t got = __atomic_exchange_n(&c->nmi_pending, 0, __ATOMIC_ACQ_REL);
-        uint32_t woke = __atomic_load_n(&c->nmi_sent, __ATOMIC_ACQUIRE) - c->nmi_seen;
-        uint32_t ours = got < woke ? got : woke;
-
-        c->nmi_seen += ours;
-        c->guest_nmis += got - ours;
-    }
-    if (c->guest_nmis && !c->guest_nmi) {          /* one in flight at a time */
-        c->guest_nmis--;
-        c->guest_nmi = true;
-    }
+    if (c->nmi_pending)                            /* before req: a matched wake-up's */
+        take_nmis(c);                              /* request is visible below */
     if (c->req) {
         bool was_parked = c->parked, start;
 
@@ -455,8 +514,11 @@ again:
         start = (req & REQ_SIPI) && (was_parked || (req & REQ_INIT));
         c->parked = (was_parked || (req & REQ_INIT)) && !start;
         unlock(&c->lock);
-        if (req & REQ_INIT)
+        if (req & REQ_INIT) {
+            c->nmi_stat.dropped += c->guest_nmi;   /* INIT: wait-for-SIPI drops them */
+            c->guest_nmi = 0;
             c->ops->park_init(c);
+        }
         if (start) {
             c->ops->start_sipi(c, vec);
             if (boot_services_gone())
@@ -471,18 +533,27 @@ again:
     }
     /* Parked: wait here, in the host, for the SIPI (or INIT, devirtualize).
      * Polling the request word needs no NMI to arrive, so no wake-up can be
-     * lost to an NMI that lands in the host after the check above. */
+     * lost to an NMI that lands in the host after the check above; a
+     * wake-up NMI still on its way arrives here and is matched, so none
+     * reaches the started CPU. */
     if (c->parked) {
-        c->guest_nmi = false;                      /* wait-for-SIPI blocks NMIs */
-        c->guest_nmis = 0;
-        while (!c->req && !c->nmi_pending)
+        while (!c->req && !c->nmi_pending) {
+            host_nmi_window(c);
             cpu_relax();
+        }
         goto again;
     }
     /* An NMI that reached the host after the checks above: take it now.
-     * (A residual window remains between here and VM entry.) */
+     * (Between here and VM entry the backend's kick, or GIF = 0, covers.) */
     if (c->nmi_pending || c->req)
         goto again;
+}
+
+void hv_print_nmi_stats(struct hv_cpu *c)
+{
+    hv_log("HV: nmi cpu=%u received=%u wakeups=%u guest=%u injected=%u dropped=%u\n",
+           c->index, c->nmi_stat.received, c->nmi_stat.wakeups, c->nmi_stat.guest,
+           c->nmi_stat.injected, c->nmi_stat.dropped);
 }
 
 /* ---- devirtualization of every CPU ------------------------------------------------ */
@@ -537,8 +608,10 @@ void hv_io_out(struct hv_cpu *c, uint16_t port, unsigned size, uint32_t val)
 
     if (hv_pm1a_cnt_port && hi >= port && hi < (uint32_t)port + size &&
         ((val >> (8 * (hi - port))) & 0x20)) {
-        for (size_t i = 0; i < hv_cpu_total; i++)
+        for (size_t i = 0; i < hv_cpu_total; i++) {
             hv_print_stats(hv_cpus[i]);
+            hv_print_nmi_stats(hv_cpus[i]);
+        }
         if (hv_sleep_state(val)[1] == '3')
             hv_s3_prepare(c, port, val);
         else

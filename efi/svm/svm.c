@@ -335,10 +335,8 @@ static __attribute__((noreturn)) void svm_s3_resume(struct hv_cpu *c, uint16_t c
     v->save.rip = ip;
     if (wake)
         v->save.cr0 = 0x10;                       /* ET: caches on */
-    v->ctl.eventinj = 0;
-    v->ctl.int_state = 0;
+    svm_init_events(c, v);
     v->ctl.clean = 0;
-    c->guest_nmi = false;
     s->launched = true;                           /* a refused VMRUN is our bug now */
     svm_flush(c);
     svm_s3_enter(s);
@@ -373,6 +371,7 @@ const struct hv_backend_ops svm_ops = {
     .park_init = svm_park_init,
     .start_sipi = svm_start_sipi,
     .can_leave_now = svm_can_leave_now,
+    .host_nmi_window = svm_host_nmi_window,
     .leave_parked = svm_leave_parked,
     .apic_unprotect = svm_apic_unprotect,
     .apic_protect = svm_apic_protect,

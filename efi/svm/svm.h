@@ -54,6 +54,15 @@ struct svm_cpu {
      * guest state as prepared: after VMEXIT_INVALID the VMCB's save area
      * need not hold it (QEMU writes back a half-loaded state). */
     bool launched;               /* a VMRUN has entered the guest */
+    /* The guest's NMI blocking, which the VMCB does not show without vNMI
+     * (svm_exit.c): set by our NMI injection, cleared once its IRET has
+     * completed. */
+    bool nmi_masked;
+    bool iret_seen;              /* the IRET intercept fired at iret_rip */
+    bool nmi_step;               /* single-stepping that IRET (TF, #DB intercepted) */
+    bool step_tf;                /* the guest's own TF before the step */
+    uint64_t iret_rip;
+    uint64_t step_dr6;           /* DR6 before the step: the #DB's BS is ours */
     struct vmcb_save launch_state;
 };
 _Static_assert(__builtin_offsetof(struct svm_cpu, fail_rip) == 0x30, "svm_entry.S");
@@ -92,11 +101,13 @@ void svm_dump_guest(struct hv_cpu *c);
 void svm_devirtualize(struct hv_cpu *c) __attribute__((noreturn));
 void svm_park_init(struct hv_cpu *c);
 void svm_init_state(struct vmcb *v);
+void svm_init_events(struct hv_cpu *c, struct vmcb *v);
 /* svm_entry.S: the host environment and the VMRUN loop for s (R11). */
 void svm_s3_enter(struct svm_cpu *s) __attribute__((noreturn));
 void svm_start_sipi(struct hv_cpu *c, uint8_t vec);
 bool svm_can_leave_now(struct hv_cpu *c);
 void svm_leave_parked(struct hv_cpu *c) __attribute__((noreturn));
 void svm_guest_paging(struct hv_cpu *c, struct hv_guest_paging *p);
+void svm_host_nmi_window(void);
 
 #endif

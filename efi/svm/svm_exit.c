@@ -9,6 +9,8 @@
 #include "svm.h"
 #include "hv_lib.h"
 
+#define RFLAGS_TF (1ull << 8)
+
 typedef void (*svm_handler)(struct hv_cpu *c, struct vmcb *v);
 
 struct exit_entry {
@@ -23,15 +25,19 @@ static void exit_io(struct hv_cpu *c, struct vmcb *v);
 static void exit_msr(struct hv_cpu *c, struct vmcb *v);
 static void exit_shutdown(struct hv_cpu *c, struct vmcb *v);
 static void exit_smi(struct hv_cpu *c, struct vmcb *v);
+static void exit_iret(struct hv_cpu *c, struct vmcb *v);
+static void exit_db(struct hv_cpu *c, struct vmcb *v);
 
 #define VIRT_INSN(n) {n, HV_EXIT_VIRT_INSN, NULL}
 static const struct exit_entry exit_table[] = {
+    [VMEXIT_DB] = {"db", HV_EXIT_NMI_WINDOW, exit_db},
     [VMEXIT_INTR] = {"intr", HV_EXIT_OTHER, NULL},
     [VMEXIT_NMI] = {"nmi", HV_EXIT_NMI, exit_nmi},
     [VMEXIT_SMI] = {"smi", HV_EXIT_SMI, exit_smi},
     [VMEXIT_INIT] = {"init", HV_EXIT_OTHER, NULL},
     [VMEXIT_VINTR] = {"vintr", HV_EXIT_NMI_WINDOW, exit_vintr},
     [VMEXIT_CPUID] = {"cpuid", HV_EXIT_CPUID, NULL},
+    [VMEXIT_IRET] = {"iret", HV_EXIT_NMI_WINDOW, exit_iret},
     [VMEXIT_INVD] = {"invd", HV_EXIT_INVD, NULL},
     [VMEXIT_HLT] = {"hlt", HV_EXIT_OTHER, NULL},
     [VMEXIT_INVLPGA] = VIRT_INSN("invlpga"),
@@ -204,14 +210,19 @@ static void explain_invalid(struct hv_cpu *c, struct vmcb *v)
 }
 
 /* ---- NMIs and event windows ----------------------------------------------------- */
-/* The NMI stays pending while GIF = 0 (APM 15.13.2): take it now on the
- * host's IDT, whose handler counts it in nmi_pending (host_nmi); the core
- * then tells a wake-up from a guest NMI by the request counts (smp.c). */
+/* An NMI held pending while GIF = 0 (APM 15.13.2, 15.17) arrives in this
+ * window, on the host's IDT, whose handler counts it (host_nmi); the core
+ * tells a wake-up from a guest NMI by the request flags (smp.c). */
+void svm_host_nmi_window(void)
+{
+    __asm__ volatile("stgi; nop; nop; clgi" ::: "memory");
+}
+
 static void exit_nmi(struct hv_cpu *c, struct vmcb *v)
 {
     (void)c;
     (void)v;
-    __asm__ volatile("stgi; nop; nop; clgi" ::: "memory");
+    svm_host_nmi_window();
 }
 
 /* An SMI in the guest (the firmware's runtime services trigger them, e.g. an
@@ -223,11 +234,12 @@ static void exit_smi(struct hv_cpu *c, struct vmcb *v)
 {
     (void)c;
     (void)v;
-    __asm__ volatile("stgi; nop; nop; clgi" ::: "memory");
+    svm_host_nmi_window();
 }
 
-/* The virtual-interrupt window (V_IRQ with VINTR intercepted) stands in for
- * VT-x's NMI window: the guest can take an event now. */
+/* The virtual-interrupt window (V_IRQ with VINTR intercepted): the guest can
+ * take an event now (used while another event is being injected or an
+ * interrupt shadow holds the NMI back). */
 static void want_window(struct vmcb *v)
 {
     v->ctl.vintr |= V_IRQ | (1ull << 20) | (0xFull << 16);   /* V_IGN_TPR, priority 15 */
@@ -241,24 +253,92 @@ static void exit_vintr(struct hv_cpu *c, struct vmcb *v)
     v->ctl.icpt3 &= ~ICPT_VINTR;
 }
 
-/* Limit: without vNMI the VMCB does not show whether the guest is still in
- * an NMI handler, so a guest NMI is injected at the next event-free entry;
- * one that arrives during the guest's own NMI handler nests. */
+/* The guest's NMI blocking without vNMI.  Delivering an NMI blocks further
+ * NMIs until the next IRET completes (APM Vol 2 8.2.2; SDM Vol 3A 6.7.1).
+ * The VMCB does not show that state, so we keep it: nmi_masked from our
+ * injection on; the IRET intercept (APM 15.9, checked before the IRET
+ * executes) tells where the handler returns, and once the guest's RIP has
+ * left that IRET it has completed.  An NMI owed while the guest still sits
+ * on its IRET is held for one single step (TF, #DB intercepted: the trap
+ * comes after the IRET, with TF as it was when the IRET began, SDM Vol 3A
+ * 17.3.1.4), then injected: at the first boundary where NMIs are unblocked,
+ * never nested inside the guest's handler (its IST frame would be reused). */
+static void nmi_unmask(struct svm_cpu *s, struct vmcb *v)
+{
+    s->nmi_masked = s->iret_seen = false;
+    v->ctl.icpt3 &= ~ICPT_IRET;
+}
+
+static void exit_iret(struct hv_cpu *c, struct vmcb *v)
+{
+    struct svm_cpu *s = svm_of(c);
+
+    v->ctl.icpt3 &= ~ICPT_IRET;
+    s->iret_seen = s->nmi_masked;
+    s->iret_rip = v->save.rip;
+}
+
+static void step_over_iret(struct svm_cpu *s, struct vmcb *v)
+{
+    if (s->nmi_step)
+        return;
+    s->nmi_step = true;
+    s->step_tf = (v->save.rflags & RFLAGS_TF) != 0;
+    s->step_dr6 = v->save.dr6;
+    v->save.rflags |= RFLAGS_TF;
+    v->ctl.icpt_exc |= 1u << 1;                    /* #DB */
+}
+
+/* The #DB after the stepped IRET.  DR6 goes back as it was; a guest that
+ * single-stepped its own handler gets its #DB (DR6.BS) as it would have. */
+static void exit_db(struct hv_cpu *c, struct vmcb *v)
+{
+    struct svm_cpu *s = svm_of(c);
+
+    if (!s->nmi_step)                              /* not ours: the guest's #DB */
+        return svm_inject_exception(c, 1, false, 0);
+    s->nmi_step = false;
+    v->ctl.icpt_exc &= ~(1u << 1);
+    v->save.dr6 = s->step_dr6;
+    if (v->save.rip != s->iret_rip)
+        nmi_unmask(s, v);
+    if (s->step_tf && !(v->ctl.eventinj & EVT_VALID)) {
+        v->save.dr6 |= 1ull << 14;                 /* BS */
+        svm_inject_exception(c, 1, false, 0);
+    }
+}
+
 static void deliver_pending_nmi(struct hv_cpu *c, struct vmcb *v)
 {
+    struct svm_cpu *s = svm_of(c);
+
+    if (s->nmi_step)
+        return;                                    /* the #DB after the IRET comes first */
+    if (s->nmi_masked && s->iret_seen && v->save.rip != s->iret_rip)
+        nmi_unmask(s, v);                          /* its IRET has completed */
+    if (s->nmi_masked) {
+        if (s->iret_seen)
+            step_over_iret(s, v);
+        else
+            v->ctl.icpt3 |= ICPT_IRET;
+        return;
+    }
     if ((v->ctl.eventinj & EVT_VALID) || (v->ctl.int_state & INT_SHADOW)) {
         want_window(v);
         return;
     }
     v->ctl.eventinj = VEC_NMI | EVT_TYPE_NMI | EVT_VALID;
-    c->guest_nmi = false;
+    hv_nmi_injected(c);
+    s->nmi_masked = true;
+    s->iret_seen = false;
+    v->ctl.icpt3 |= ICPT_IRET;
 }
 
 bool svm_can_leave_now(struct hv_cpu *c)
 {
     struct vmcb *v = vmcb_of(c);
 
-    if (!(v->ctl.eventinj & EVT_VALID) && !c->guest_nmi)
+    if (!(v->ctl.eventinj & EVT_VALID) && !c->guest_nmi && !svm_of(c)->nmi_step)
         return true;
     want_window(v);
     return false;
@@ -291,14 +371,23 @@ void svm_park_init(struct hv_cpu *c)
     memset(r, 0, sizeof(*r));
     r->rdx = cpuid2(1, 0).eax;                     /* family/model/stepping */
     svm_init_state(v);
-    v->ctl.eventinj = 0;
-    v->ctl.int_state = 0;
-    exit_vintr(c, v);
-    c->guest_nmi = false;
+    svm_init_events(c, v);
     __asm__ volatile("stgi" ::: "memory");         /* the drain needs GIF = 1 */
     host_apic_init_reset();
     __asm__ volatile("clgi" ::: "memory");
     svm_flush(c);
+}
+
+/* What INIT clears besides the save area: an event being injected, the
+ * interrupt shadow, the NMI blocking we track for the guest. */
+void svm_init_events(struct hv_cpu *c, struct vmcb *v)
+{
+    v->ctl.eventinj = 0;
+    v->ctl.int_state = 0;
+    exit_vintr(c, v);
+    nmi_unmask(svm_of(c), v);                      /* INIT clears NMI blocking */
+    svm_of(c)->nmi_step = false;
+    v->ctl.icpt_exc &= ~(1u << 1);
 }
 
 /* The architectural INIT state of the save area (APM Vol 2 14.1.3). */

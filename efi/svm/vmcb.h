@@ -15,6 +15,7 @@
 #define ICPT_INIT      (1u << 3)
 #define ICPT_VINTR     (1u << 4)
 #define ICPT_CPUID     (1u << 18)
+#define ICPT_IRET      (1u << 20)
 #define ICPT_INVD      (1u << 22)
 #define ICPT_INVLPGA   (1u << 26)
 #define ICPT_IOIO      (1u << 27)
@@ -147,8 +148,8 @@ _Static_assert(sizeof(struct vmcb) == 4096, "one page");
 
 /* Exit codes (APM Appendix C). */
 enum {
-    VMEXIT_EXC0 = 0x40, VMEXIT_INTR = 0x60, VMEXIT_NMI = 0x61, VMEXIT_SMI = 0x62,
-    VMEXIT_INIT = 0x63, VMEXIT_VINTR = 0x64, VMEXIT_CPUID = 0x72, VMEXIT_INVD = 0x76,
+    VMEXIT_EXC0 = 0x40, VMEXIT_DB = 0x41, VMEXIT_INTR = 0x60, VMEXIT_NMI = 0x61, VMEXIT_SMI = 0x62,
+    VMEXIT_INIT = 0x63, VMEXIT_VINTR = 0x64, VMEXIT_CPUID = 0x72, VMEXIT_IRET = 0x74, VMEXIT_INVD = 0x76,
     VMEXIT_HLT = 0x78, VMEXIT_INVLPGA = 0x7A, VMEXIT_IOIO = 0x7B, VMEXIT_MSR = 0x7C,
     VMEXIT_SHUTDOWN = 0x7F, VMEXIT_VMRUN = 0x80, VMEXIT_VMMCALL = 0x81,
     VMEXIT_VMLOAD = 0x82, VMEXIT_VMSAVE = 0x83, VMEXIT_STGI = 0x84, VMEXIT_CLGI = 0x85,

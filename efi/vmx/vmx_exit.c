@@ -249,12 +249,11 @@ static void deliver_pending_nmi(struct hv_cpu *c)
         return;
     }
     vmcs_write32(VMCS_ENTRY_INTR_INFO, VEC_NMI | INTR_TYPE_NMI | INTR_INFO_VALID);
-    c->guest_nmi = false;
-    if (c->guest_nmis && (vmx.pin & PIN_VIRTUAL_NMIS)) {   /* the next one after its IRET */
-        c->guest_nmis--;
-        c->guest_nmi = true;
+    hv_nmi_injected(c);
+    /* The injection sets virtual-NMI blocking; the window opens after the
+     * guest's IRET (SDM Vol 3C 25.3, 26.7.1): the latched one then. */
+    if (c->guest_nmi && (vmx.pin & PIN_VIRTUAL_NMIS))
         vmcs_write32(VMCS_PROC_CTLS, vmcs_read32(VMCS_PROC_CTLS) | PROC_NMI_WINDOW);
-    }
 }
 
 /* An exit during event delivery (IDT-vectoring info v valid) loses the
@@ -356,7 +355,7 @@ static void init_state(struct hv_cpu *c)
     vmcs_writenat(VMCS_GUEST_PENDING_DBG, 0);
     vmcs_write32(VMCS_ENTRY_INTR_INFO, 0);
     vmcs_write32(VMCS_PROC_CTLS, vmcs_read32(VMCS_PROC_CTLS) & ~PROC_NMI_WINDOW);
-    c->guest_nmi = false;
+    c->guest_nmi = 0;
     flush_guest_tlb();
 }
 

@@ -147,3 +147,40 @@ gt_try_hypercall_magic:
 9:  movl gt_trap_vec(%rip), %eax
     pop %rbx
     ret
+
+/* NMI handler for check_nmi (main.c): counts NMIs and records whether one
+ * arrived while another was still being handled (the CPU blocks NMIs from
+ * an NMI's delivery to its IRET).  With gt_nmi_resend set, the first one
+ * sends the next NMI from inside the handler: it must wait for the IRET. */
+    .data
+    .globl gt_nmi_count, gt_nmi_nested, gt_nmi_resend, gt_nmi_icr
+gt_nmi_count:   .long 0
+gt_nmi_nested:  .long 0
+gt_nmi_resend:  .long 0
+gt_nmi_depth:   .long 0
+    .p2align 3
+gt_nmi_icr:     .quad 0             /* the xAPIC ICR low register's address */
+    .text
+    .globl gt_nmi_stub
+gt_nmi_stub:
+    push %rax
+    push %rcx
+    incl gt_nmi_depth(%rip)
+    cmpl $1, gt_nmi_depth(%rip)
+    je 1f
+    movl $1, gt_nmi_nested(%rip)
+1:  incl gt_nmi_count(%rip)
+    cmpl $0, gt_nmi_resend(%rip)
+    je 2f
+    movl $0, gt_nmi_resend(%rip)
+    mov gt_nmi_icr(%rip), %rcx
+    movl $0x4400, %eax              /* NMI, assert, physical: ICR high as set */
+    movl %eax, (%rcx)
+    mov $20000, %ecx                /* time for it to arrive, if it wrongly could */
+3:  pause
+    dec %ecx
+    jnz 3b
+2:  decl gt_nmi_depth(%rip)
+    pop %rcx
+    pop %rax
+    iretq
