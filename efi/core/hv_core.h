@@ -110,6 +110,9 @@ struct hv_backend_ops {
     /* Stop intercepting writes to the xAPIC page and to the x2APIC ICR
      * (global), and flush the local guest-physical mappings. */
     void (*apic_unprotect)(void);
+    /* This CPU stops intercepting WRMSR to the x2APIC ICR (its own VMCS or
+     * VMCB, from its own exit: SDM Vol 3C 25.11.4). */
+    void (*icr_open)(struct hv_cpu *c);
     void (*flush_ept)(struct hv_cpu *c);
     /* Guest state the instruction decoder needs (efi/core/insn.c). */
     void (*guest_paging)(struct hv_cpu *c, struct hv_guest_paging *p);
@@ -155,6 +158,7 @@ struct hv_cpu {
     volatile bool guest;            /* runs as our guest (set at prepare) */
     uint32_t icr_high;              /* the guest's xAPIC ICR[63:32] */
     uint32_t apic_ldr, apic_dfr;    /* the guest's xAPIC LDR/DFR (logical IPIs) */
+    uint64_t x2apic_icr_exits;      /* of the WRMSR exits: the x2APIC ICR ("icr=") */
 };
 
 static inline struct hv_cpu *this_cpu(void)
@@ -225,8 +229,9 @@ void hv_smp_cpu_init(struct hv_cpu *c);     /* on each CPU, at prepare */
  * far RIP advances (0: not at all - a REP STOS with iterations left, or an
  * undecodable store, which gets #GP). */
 unsigned hv_apic_mmio_write(struct hv_cpu *c, uint64_t gpa);
-/* WRMSR to the x2APIC ICR (0x830). */
-void hv_x2apic_icr_write(struct hv_cpu *c, uint64_t val);
+/* WRMSR to the x2APIC ICR (0x830), x2APIC mode: -1 when the value sets a
+ * reserved bit (the caller injects #GP), else 0. */
+int hv_x2apic_icr_write(struct hv_cpu *c, uint64_t val);
 /* At the end of every exit: NMIs and requests from other CPUs. */
 void hv_smp_poll(struct hv_cpu *c);
 /* The cheap test done on every exit before calling hv_smp_poll. */

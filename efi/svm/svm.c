@@ -159,6 +159,14 @@ void svm_apic_unprotect(void)
     svm_flush(NULL);
 }
 
+/* The OS started every AP: this CPU's WRMSR to the x2APIC ICR runs
+ * natively too.  Its own VMCB, from its own exit; every VMRUN reloads the
+ * VMCB (no clean bits), so the new MSRPM_BASE_PA takes effect at once. */
+void svm_icr_open(struct hv_cpu *c)
+{
+    vmcb_of(c)->ctl.msrpm_pa = (uint64_t)(uintptr_t)svm.msrpm_open;
+}
+
 /* ---- permission maps ---------------------------------------------------------- */
 /* MSRPM (APM 15.11): 2 bits per MSR (read, write) in three 2 KiB ranges. */
 static void msr_intercept(uint32_t msr, bool rd, bool wr)
@@ -182,6 +190,13 @@ static int permission_maps(void)
     msr_intercept(MSR_VM_CR, true, true);       /* locked, disabled */
     msr_intercept(MSR_VM_HSAVE_PA, true, true); /* #GP */
     msr_intercept(0x830, false, true);          /* x2APIC ICR: INIT/SIPI (smp.c) */
+    /* The second map: the same less the ICR write bit (MSR 0x830, bit 1 of
+     * its pair), for once every AP has started (svm_icr_open). */
+    svm.msrpm_open = hv_alloc(2);
+    if (!svm.msrpm_open)
+        return -1;
+    memcpy(svm.msrpm_open, svm.msrpm, 8192);
+    svm.msrpm_open[0x830 * 2 / 8] &= (uint8_t)~(2u << (0x830 * 2 % 8));
     /* IOPM (APM 15.10.1): one bit per port; only PM1a_CNT exits. */
     if (hv_pm1a_cnt_port)
         svm.iopm[hv_pm1a_cnt_port / 8] |= 1 << (hv_pm1a_cnt_port % 8);
@@ -339,6 +354,7 @@ const struct hv_backend_ops svm_ops = {
     .can_leave_now = svm_can_leave_now,
     .leave_parked = svm_leave_parked,
     .apic_unprotect = svm_apic_unprotect,
+    .icr_open = svm_icr_open,
     .flush_ept = svm_flush,
     .guest_paging = svm_guest_paging,
     .guest_rflags = svm_guest_rflags,

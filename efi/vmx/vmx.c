@@ -103,14 +103,32 @@ static void msr_intercepts_from_policy(void)
     }
 }
 
-/* The OS started every AP: ICR writes, xAPIC or x2APIC, run natively. */
+/* The OS started every AP: xAPIC ICR writes run natively on every CPU. */
 static void vmx_apic_unprotect(void)
 {
-    uint32_t bit = 0x830 & 0x1FFF;
-
-    __atomic_and_fetch(&vmx.msr_bitmap[2048 + bit / 8], (uint8_t)~(1u << (bit % 8)),
-                       __ATOMIC_SEQ_CST);
     ept_apic_unprotect();
+}
+
+/* The second bitmap: the first one less the x2APIC ICR write intercept
+ * (bit 0x830 of the write bitmap for low MSRs, SDM Vol 3C 25.6.9).  Neither
+ * changes once built, so no CPU's bitmap changes under it in VMX non-root
+ * operation (25.11.4); each CPU switches its own VMCS over (vmx_icr_open). */
+static int msr_bitmap_open_build(void)
+{
+    uint32_t bit = 0x830;
+
+    vmx.msr_bitmap_open = hv_alloc(1);
+    if (!vmx.msr_bitmap_open)
+        return -1;
+    memcpy(vmx.msr_bitmap_open, vmx.msr_bitmap, 4096);
+    vmx.msr_bitmap_open[2048 + bit / 8] &= (uint8_t)~(1u << (bit % 8));
+    return 0;
+}
+
+static void vmx_icr_open(struct hv_cpu *c)
+{
+    (void)c;
+    vmcs_write64(VMCS_MSR_BITMAP, (uint64_t)(uintptr_t)vmx.msr_bitmap_open);
 }
 
 /* The guest's CPUID, once, from the controls the VMCS really has. */
@@ -141,7 +159,7 @@ static int vmx_global_init(void)
     if (!vmx.msr_bitmap)
         return -1;
     msr_intercepts_from_policy();
-    if (cpuid_policy_from_controls())
+    if (msr_bitmap_open_build() || cpuid_policy_from_controls())
         return -1;
     /* I/O bitmaps A (0-0x7FFF) and B (SDM 25.6.4): only PM1a_CNT exits. */
     vmx.io_bitmap = hv_alloc(2);
@@ -428,6 +446,7 @@ const struct hv_backend_ops vmx_ops = {
     .can_leave_now = vmx_can_leave_now,
     .leave_parked = vmx_leave_parked,
     .apic_unprotect = vmx_apic_unprotect,
+    .icr_open = vmx_icr_open,
     .flush_ept = ept_flush,
     .guest_paging = vmx_guest_paging,
     .guest_rflags = vmx_guest_rflags,
