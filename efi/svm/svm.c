@@ -154,6 +154,10 @@ void svm_flush(struct hv_cpu *c)
  * which flushes it (svm_exit.c). */
 void svm_apic_unprotect(void)
 {
+    /* The second MSRPM: the first less the ICR write bit (MSR 0x830, bit 1
+     * of its pair, APM 15.11); no CPU uses it before svm_icr_open. */
+    memcpy(svm.msrpm_open, svm.msrpm, 8192);
+    svm.msrpm_open[0x830 * 2 / 8] &= (uint8_t)~(2u << (0x830 * 2 % 8));
     if (svm.apic_pte)
         __atomic_or_fetch(svm.apic_pte, NPT_RW, __ATOMIC_SEQ_CST);
     svm_flush(NULL);
@@ -190,13 +194,9 @@ static int permission_maps(void)
     msr_intercept(MSR_VM_CR, true, true);       /* locked, disabled */
     msr_intercept(MSR_VM_HSAVE_PA, true, true); /* #GP */
     msr_intercept(0x830, false, true);          /* x2APIC ICR: INIT/SIPI (smp.c) */
-    /* The second map: the same less the ICR write bit (MSR 0x830, bit 1 of
-     * its pair), for once every AP has started (svm_icr_open). */
-    svm.msrpm_open = hv_alloc(2);
+    svm.msrpm_open = hv_alloc(2);               /* filled by svm_apic_unprotect */
     if (!svm.msrpm_open)
         return -1;
-    memcpy(svm.msrpm_open, svm.msrpm, 8192);
-    svm.msrpm_open[0x830 * 2 / 8] &= (uint8_t)~(2u << (0x830 * 2 % 8));
     /* IOPM (APM 15.10.1): one bit per port; only PM1a_CNT exits. */
     if (hv_pm1a_cnt_port)
         svm.iopm[hv_pm1a_cnt_port / 8] |= 1 << (hv_pm1a_cnt_port % 8);

@@ -103,26 +103,19 @@ static void msr_intercepts_from_policy(void)
     }
 }
 
-/* The OS started every AP: xAPIC ICR writes run natively on every CPU. */
+/* The OS started every AP: xAPIC ICR writes run natively on every CPU, and
+ * the second MSR bitmap is filled: the first one less the x2APIC ICR write
+ * intercept (bit 0x830 of the write bitmap for low MSRs, SDM Vol 3C 25.6.9).
+ * No CPU uses it yet and the first never changes, so no bitmap changes under
+ * a CPU in VMX non-root operation (25.11.4); each CPU then switches its own
+ * VMCS over (vmx_icr_open). */
 static void vmx_apic_unprotect(void)
-{
-    ept_apic_unprotect();
-}
-
-/* The second bitmap: the first one less the x2APIC ICR write intercept
- * (bit 0x830 of the write bitmap for low MSRs, SDM Vol 3C 25.6.9).  Neither
- * changes once built, so no CPU's bitmap changes under it in VMX non-root
- * operation (25.11.4); each CPU switches its own VMCS over (vmx_icr_open). */
-static int msr_bitmap_open_build(void)
 {
     uint32_t bit = 0x830;
 
-    vmx.msr_bitmap_open = hv_alloc(1);
-    if (!vmx.msr_bitmap_open)
-        return -1;
     memcpy(vmx.msr_bitmap_open, vmx.msr_bitmap, 4096);
     vmx.msr_bitmap_open[2048 + bit / 8] &= (uint8_t)~(1u << (bit % 8));
-    return 0;
+    ept_apic_unprotect();
 }
 
 static void vmx_icr_open(struct hv_cpu *c)
@@ -159,7 +152,8 @@ static int vmx_global_init(void)
     if (!vmx.msr_bitmap)
         return -1;
     msr_intercepts_from_policy();
-    if (msr_bitmap_open_build() || cpuid_policy_from_controls())
+    vmx.msr_bitmap_open = hv_alloc(1);
+    if (!vmx.msr_bitmap_open || cpuid_policy_from_controls())
         return -1;
     /* I/O bitmaps A (0-0x7FFF) and B (SDM 25.6.4): only PM1a_CNT exits. */
     vmx.io_bitmap = hv_alloc(2);
