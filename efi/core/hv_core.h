@@ -107,8 +107,9 @@ struct hv_backend_ops {
     bool (*can_leave_now)(struct hv_cpu *c);
     /* Leaves VMX on a parked CPU: it halts in the host until a real INIT. */
     void (*leave_parked)(struct hv_cpu *c) __attribute__((noreturn));
-    /* Stop intercepting writes to the xAPIC page and to the x2APIC ICR
-     * (global), and flush the local guest-physical mappings. */
+    /* Stop intercepting writes to the xAPIC page (global), flush the local
+     * guest-physical mappings, and fill the MSR map without the x2APIC ICR
+     * intercept that each CPU then takes (icr_open). */
     void (*apic_unprotect)(void);
     /* This CPU stops intercepting WRMSR to the x2APIC ICR (its own VMCS or
      * VMCB, from its own exit: SDM Vol 3C 25.11.4). */
