@@ -48,6 +48,10 @@ _PAYLOAD = {
     "path": (str, False, None),      # ESP path only: for "missing payload" runs
     "linux": (bool, False, False),   # the fetched kernel + pytool's initramfs
     "append": (str, False, ""),
+    # linux only: a built image the hypervisor starts first; it gets the
+    # kernel's path and command line as its arguments and starts the kernel
+    # (efi/apps/x2apic: every CPU to x2APIC mode, then Linux).
+    "via": (str, False, None),
 }
 # A boot chain (pytool/bootchain.py): the hypervisor on a USB stick with
 # next=auto, the machine's own OS loader on an internal disk (QEMU only).
@@ -223,6 +227,8 @@ def _check_payload(pl: dict | None, where: str) -> None:
     kinds = [k for k in ("efi", "path") if pl[k]] + (["linux"] if pl["linux"] else [])
     if len(kinds) != 1:
         raise ConfigError(f"{where}: give exactly one of efi, path or linux: true")
+    if pl["via"] and not pl["linux"]:
+        raise ConfigError(f"{where}.via: only with linux: true")
 
 
 def loads(text: str, source: str = "<string>") -> dict:

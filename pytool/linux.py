@@ -7,6 +7,7 @@ on the serial console through the kernel log:
     GUEST-LINUX: userspace up cpus=<online>   (the kernel's online list: 0, 0-3)
     GUEST-LINUX: hvcheck: <line>          (only when /bin/hvcheck exists)
     GUEST-LINUX: hvcheck rc=<rc>
+    GUEST-LINUX: ipis <RES|CAL|TLB|NMI> cpu0=<n> ...   (hvtest=ipis: IPIs received)
     GUEST-LINUX: hvlog: <line>            (only when /bin/hvlog exists and EFI booted)
     GUEST-LINUX: hvlog rc=<rc>
     GUEST-LINUX: hvlog-stats <1|2>: <line>   (hvlog --stats, run twice)
@@ -295,6 +296,29 @@ case " $(cat /proc/cmdline) " in
             case "$line" in *"NMI backtrace for cpu"*) n=$((n + 1)) ;; esac
         done < /tmp/dmesg.out
         say "GUEST-LINUX: sysrq-nmi backtraces=$n cpus=$(cat /sys/devices/system/cpu/online)"
+        ;;
+esac
+# hvtest=ipis: the IPIs each CPU received (rescheduling, function calls, TLB
+# shootdowns, NMIs: /proc/interrupts), so a test knows that IPIs were sent
+# and how many, e.g. after the hypervisor stopped intercepting them.
+case " $(cat /proc/cmdline) " in
+    *" hvtest=ipis "*)
+        ncpu=$(grep -c ^processor /proc/cpuinfo)
+        while IFS= read -r line; do
+            set -- $line
+            case "$1" in
+                RES:|CAL:|TLB:|NMI:)
+                    out="GUEST-LINUX: ipis ${1%:}"
+                    i=0
+                    while [ $i -lt $ncpu ] && [ $# -gt 1 ]; do
+                        shift
+                        out="$out cpu$i=$1"
+                        i=$((i + 1))
+                    done
+                    say "$out"
+                    ;;
+            esac
+        done < /proc/interrupts
         ;;
 esac
 # The hypervisor's log ring (efi/linux/hvlog.c): its HVLG ACPI table, else its EFI

@@ -46,6 +46,8 @@ class Payload:
     initrd: str | None = None       # "default" = pytool's busybox initramfs
     append: str = ""
     linux_chain: bool = False       # a bootloader chain that ends in our Linux guest
+    via: str | None = None          # kernel only: a built image started first, that
+                                    # starts the kernel (args: its path, command line)
 
 
 @dataclass
@@ -189,6 +191,9 @@ def validate_spec(spec: RunSpec, engine: str, hv_max: int | None = None,
                        f"{hv_max} (efi/core/hv_core.h); with more it prints "
                        f"'HV: skip reason=too-many-cpus' (expect that to run it)")
     p = spec.payload
+    if p and p.via and (not p.kernel or p.via not in (image_names or ())):
+        raise RunError(f"via {p.via}: want a built image (edk2-config.yaml build.images) "
+                       f"and a kernel to start")
     if p and p.kernel and p.kernel != "default":
         kind = pe_kind(Path(p.kernel))
         if kind != "linux-efi-stub":
@@ -264,7 +269,12 @@ def make_hv_cfg(payload: Payload | None, hv: bool = True, log: str = "info",
         lines.append("next=auto")
     if payload is None or next_auto:
         return "\n".join(lines) + "\n"
-    if payload.kernel:
+    if payload.kernel and payload.via:
+        args = [f"{ESP_DIR}\\vmlinuz.efi"] + (
+            [f"initrd={ESP_DIR}\\initrd.img"] if payload.initrd else []) + (
+            [payload.append] if payload.append else [])
+        lines += [f"next={ESP_DIR}\\{_efi_name(payload.via)}", f"args={' '.join(args)}"]
+    elif payload.kernel:
         lines.append(f"kernel={ESP_DIR}\\vmlinuz.efi")
         if payload.initrd:
             lines.append(f"initrd={ESP_DIR}\\initrd.img")
@@ -288,7 +298,8 @@ def payload_from_config(pl: dict | None) -> Payload | None:
     if not pl:
         return None
     if pl["linux"]:
-        return Payload(kernel="default", initrd="default", append=pl["append"])
+        return Payload(kernel="default", initrd="default", append=pl["append"],
+                       via=pl["via"])
     return Payload(efi=pl["efi"], args=pl["args"], path=pl["path"])
 
 
@@ -390,6 +401,8 @@ def _esp_files(cfg: dict, spec: RunSpec, built: dict, run_dir: Path,
             if not initrd.is_file():
                 raise RunError(f"initrd not found: {initrd}")
             files[f"{ESP_DIR}\\initrd.img"] = initrd
+        if p.via:
+            files[f"{ESP_DIR}\\{_efi_name(p.via)}"] = built[p.via]
     elif p.efi:
         src = built.get(p.efi) if p.efi in built else Path(p.efi)
         if not Path(src).is_file():
@@ -405,6 +418,8 @@ def _build(cfg: dict, spec: RunSpec, say, shim: str | None = None) -> dict:
     names = ["hv"] + ([shim] if shim else [])
     if spec.payload and spec.payload.efi and spec.payload.efi in cfg["build"]["images"]:
         names.append(spec.payload.efi)
+    if spec.payload and spec.payload.via:
+        names.append(spec.payload.via)
     if spec.chain is not None and spec.chain.first:
         names.append(spec.chain.first)
     return build_images(ROOT, cfg["build"], target, names, log=lambda *a: None)

@@ -57,6 +57,8 @@ def test_empty_file():
      r"count must be at least 1"),
     (lambda r: r["scenarios"].append({"name": "y", "payload": {"efi": "a", "linux": True}}),
      r"payload: give exactly one of"),
+    (lambda r: r["scenarios"].append({"name": "y", "payload": {"efi": "a", "via": "x2apic"}}),
+     r"payload\.via: only with linux: true"),
     (lambda r: r["scenarios"].append(dict(r["scenarios"][0])),
      r"duplicate scenario"),
     (lambda r: r["build"].pop("images"), r"build\.images: required key is missing"),

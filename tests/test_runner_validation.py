@@ -152,3 +152,22 @@ def test_failed_chainload_fails_the_run(cfg):
     assert "HV: chainload failed path=\\EFI\\hv\\missing.efi status=EFI_NOT_FOUND" \
         in res.failure
     assert "HV: start" in res.serial        # it did boot at the minimum memory
+
+
+
+def test_via_starts_the_kernel_through_a_built_image(cfg, tmp_path):
+    """payload via: the hypervisor starts that image, which gets the kernel's
+    path, the initrd and the command line as its arguments."""
+    p = Payload(kernel="default", initrd="default", append="console=ttyS0 noapic",
+                via="x2apic")
+    text = runner.make_hv_cfg(p)
+    assert "next=\\EFI\\hv\\x2apic.efi\n" in text and "kernel=" not in text
+    assert ("args=\\EFI\\hv\\vmlinuz.efi initrd=\\EFI\\hv\\initrd.img "
+            "console=ttyS0 noapic\n") in text
+    built = {"hv": tmp_path / "hv.efi", "x2apic": tmp_path / "x2apic.efi"}
+    files = runner._esp_files(cfg, RunSpec(payload=p), built, tmp_path)
+    assert files["\\EFI\\hv\\x2apic.efi"] == built["x2apic"]
+    assert "\\EFI\\hv\\vmlinuz.efi" in files and "\\EFI\\hv\\initrd.img" in files
+    with pytest.raises(RunError, match="via nosuch: want a built image"):
+        validate_spec(RunSpec(payload=Payload(kernel="default", via="nosuch")), "bochs",
+                      image_names=cfg["build"]["images"])

@@ -21,6 +21,8 @@ BSP_CHECKS = [
     "vmcall-stats", "vmcall-log", "vmcall-bad-function", "hv-memory-blocked",
     "log-ring-read-only",
     "nmi-prompt", "nmi-held-to-iret",
+    # x2APIC ICR: #GP outside x2APIC mode and for a reserved bit, a legal write sent
+    "x2apic-icr-gp-in-xapic-mode", "x2apic-icr-reserved-gp", "x2apic-icr-send",
     "devirtualize-call", "post-devirt-no-signature", "post-devirt-stall",
     "post-devirt-conout", "post-devirt-variable",
 ]

@@ -37,6 +37,9 @@ void hv_print_stats(struct hv_cpu *c)
         if (c->exits[k])
             n += hv_snprintf(line + n, sizeof(line) - n, " %s=%llu", hv_exit_names[k],
                              (unsigned long long)c->exits[k]);
+    if (c->x2apic_icr_exits && n < (int)sizeof(line))
+        hv_snprintf(line + n, sizeof(line) - n, " icr=%llu",
+                    (unsigned long long)c->x2apic_icr_exits);
     hv_log("%s\n", line);
 }
 
@@ -202,11 +205,9 @@ static void do_wrmsr(struct hv_cpu *c)
     case MSR_DO_DROP:
         break;
     case MSR_DO_ICR:
-        if (rdmsr(MSR_APIC_BASE) & (1ull << 10)) {
-            hv_x2apic_icr_write(c, v);         /* INIT/SIPI emulated (smp.c) */
-            break;
-        }
-        return inject_gp(c);                   /* x2APIC off: the MSR faults */
+        if ((rdmsr(MSR_APIC_BASE) & (1ull << 10)) && !hv_x2apic_icr_write(c, v))
+            break;                             /* INIT/SIPI emulated (smp.c) */
+        return inject_gp(c);                   /* x2APIC off, or a reserved bit */
     case MSR_DO_WRITE:
         if (hv_wrmsr_safe(msr, v))
             return inject_gp(c);

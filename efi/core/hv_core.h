@@ -111,8 +111,9 @@ struct hv_backend_ops {
     void (*host_nmi_window)(void);
     /* Leaves VMX on a parked CPU: it halts in the host until a real INIT. */
     void (*leave_parked)(struct hv_cpu *c) __attribute__((noreturn));
-    /* Stop intercepting writes to the xAPIC page and to the x2APIC ICR
-     * (global), and flush the local guest-physical mappings. */
+    /* Stop intercepting writes to the xAPIC page (global), flush the local
+     * guest-physical mappings, and fill the MSR map without the x2APIC ICR
+     * intercept that each CPU then takes (icr_open). */
     void (*apic_unprotect)(void);
     /* Intercept them again (before S3: the OS restarts its APs on resume). */
     void (*apic_protect)(void);
@@ -122,6 +123,9 @@ struct hv_backend_ops {
      * NULL: the hypervisor ends at S3. */
     void (*s3_resume)(struct hv_cpu *c, uint16_t cs, uint16_t ip, bool wake)
         __attribute__((noreturn));
+    /* This CPU stops intercepting WRMSR to the x2APIC ICR (its own VMCS or
+     * VMCB, from its own exit: SDM Vol 3C 25.11.4). */
+    void (*icr_open)(struct hv_cpu *c);
     void (*flush_ept)(struct hv_cpu *c);
     /* Guest state the instruction decoder needs (efi/core/insn.c). */
     void (*guest_paging)(struct hv_cpu *c, struct hv_guest_paging *p);
@@ -173,6 +177,7 @@ struct hv_cpu {
     uint32_t apic_ldr, apic_dfr;    /* the guest's xAPIC LDR/DFR (logical IPIs) */
     volatile bool s3_down;          /* off since S3, until the OS starts it (s3.c) */
     int16_t s3_sipi;                /* its start-up vector then, -1: none yet */
+    uint64_t x2apic_icr_exits;      /* of the WRMSR exits: the x2APIC ICR ("icr=") */
 };
 
 static inline struct hv_cpu *this_cpu(void)
@@ -243,8 +248,9 @@ void hv_smp_cpu_init(struct hv_cpu *c);     /* on each CPU, at prepare */
  * far RIP advances (0: not at all - a REP STOS with iterations left, or an
  * undecodable store, which gets #GP). */
 unsigned hv_apic_mmio_write(struct hv_cpu *c, uint64_t gpa);
-/* WRMSR to the x2APIC ICR (0x830). */
-void hv_x2apic_icr_write(struct hv_cpu *c, uint64_t val);
+/* WRMSR to the x2APIC ICR (0x830), x2APIC mode: -1 when the value sets a
+ * reserved bit (the caller injects #GP), else 0. */
+int hv_x2apic_icr_write(struct hv_cpu *c, uint64_t val);
 /* At the end of every exit: NMIs and requests from other CPUs. */
 void hv_smp_poll(struct hv_cpu *c);
 /* The backend has injected one of the NMIs owed to the guest. */

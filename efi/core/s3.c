@@ -190,6 +190,7 @@ void hv_s3_cpu_entry(struct hv_cpu *c)
     bool waker = false;
 
     load_host_tables(c);
+    c->req = 0;                            /* requests died with the power, too */
     c->nmi_doorbell = 0;                   /* NMIs in flight died with the power */
     c->nmi_pending = 0;
     c->guest_nmi = 0;

@@ -66,6 +66,7 @@
 #define REQ_INIT   1u
 #define REQ_SIPI   2u
 #define REQ_DEVIRT 4u
+#define REQ_ICR_OPEN 8u                    /* stop intercepting the x2APIC ICR */
 
 #define APIC_BASE_EXTD  (1ull << 10)
 #define APIC_BASE_EN    (1ull << 11)
@@ -87,6 +88,10 @@
 #define ICR_LEVEL        (1u << 15)
 #define ICR_SHORTHAND(v) (((v) >> 18) & 3)
 #define ICR_NMI          ((DM_NMI << 8) | ICR_ASSERT)
+/* x2APIC ICR (SDM Vol 3A 11.12.9, Figure 11-28): bits 13, 16-17 and 20-31
+ * are reserved, and a WRMSR that sets one raises #GP (11.12.1.3); bit 12
+ * (delivery status) is gone, and WRMSR ignores it. */
+#define X2ICR_RSVD       0xFFF32000u
 
 uint64_t hv_apic_page;
 volatile bool hv_apic_protected;
@@ -112,6 +117,15 @@ static volatile uint32_t *xapic(unsigned off)
 static bool x2apic_on(void)
 {
     return rdmsr(MSR_APIC_BASE) & APIC_BASE_EXTD;
+}
+
+/* The xAPIC registers answer at the page only in xAPIC mode: globally
+ * disabled or in x2APIC mode, a store there is an ordinary memory access
+ * (SDM Vol 3A 11.4.3, 11.12.1.2).  The guest's mode is the real APIC's:
+ * IA32_APIC_BASE EN and EXTD pass through. */
+static bool xapic_mode(void)
+{
+    return (rdmsr(MSR_APIC_BASE) & (APIC_BASE_EN | APIC_BASE_EXTD)) == APIC_BASE_EN;
 }
 
 static void xapic_wait_idle(void)
@@ -214,8 +228,11 @@ void hv_smp_global_init(void)
 {
     uint64_t base = rdmsr(MSR_APIC_BASE);
 
-    /* One CPU: nobody to start, no interception. */
-    if (hv_cpu_total > 1 && (base & APIC_BASE_EN) && !(base & APIC_BASE_EXTD)) {
+    /* One CPU: nobody to start, no interception.  In x2APIC mode too: the
+     * base field still names the page (SDM Vol 3A 11.12.1), and a guest
+     * that goes back to xAPIC mode (Linux without interrupt remapping)
+     * sends its INITs there. */
+    if (hv_cpu_total > 1 && (base & APIC_BASE_EN)) {
         hv_apic_page = base & APIC_BASE_ADDR;
         hv_apic_protected = true;
     }
@@ -231,10 +248,12 @@ void hv_smp_cpu_init(struct hv_cpu *c)
         c->apic_id = cpuid2(0xB, 0).edx;
     else
         c->apic_id = cpuid2(1, 0).ebx >> 24;
-    if (!x2apic_on() && hv_apic_page) {
+    if (xapic_mode() && hv_apic_page) {
         c->icr_high = *xapic(XAPIC_ICR_HI);
         c->apic_ldr = *xapic(XAPIC_LDR);
         c->apic_dfr = *xapic(XAPIC_DFR);
+    } else {
+        c->apic_dfr = 0xFFFFFFFFu;                 /* the xAPIC reset values */
     }
 }
 
@@ -321,8 +340,23 @@ static void icr_write(struct hv_cpu *c, uint32_t lo, uint32_t dest, bool x2)
 }
 
 /* Both ICR intercepts (the xAPIC page, the x2APIC ICR MSR) end together,
- * once: IPIs are a hot path, and after this point no INIT needs emulating. */
+ * once: IPIs are a hot path, and after this point no INIT needs emulating.
+ * The page is shared (EPT/NPT, flushed as it changes); the MSR intercept
+ * each CPU drops for itself at its next exit (REQ_ICR_OPEN), because the
+ * MSR bitmap may not change under a CPU in VMX non-root operation (SDM
+ * Vol 3C 25.11.4).  Until then, its next ICR write exits once more. */
 static volatile bool icr_intercepted = true;
+
+static void icr_open_all(void)
+{
+    for (size_t i = 0; i < hv_cpu_total; i++) {
+        struct hv_cpu *t = hv_cpus[i];
+
+        lock(&t->lock);
+        t->req |= REQ_ICR_OPEN;                    /* no NMI: at its next exit */
+        unlock(&t->lock);
+    }
+}
 
 static void maybe_unprotect(struct hv_cpu *c)
 {
@@ -336,6 +370,7 @@ static void maybe_unprotect(struct hv_cpu *c)
     hv_apic_protected = false;
     c->ops->apic_unprotect();
     hv_s3_done();
+    icr_open_all();
     hv_log("HV: apic-intercept off cpu=%u: every AP started by the OS\n", c->index);
 }
 
@@ -365,6 +400,10 @@ static void apic_store(struct hv_cpu *c, uint64_t gpa, uint32_t val)
 {
     unsigned off = gpa & 0xFFF;
 
+    if (!xapic_mode()) {
+        *(volatile uint32_t *)(uintptr_t)gpa = val;   /* not the APIC: memory */
+        return;
+    }
     if (off == XAPIC_ICR_LO) {
         icr_write(c, val, c->icr_high >> 24, false);
     } else {
@@ -423,10 +462,14 @@ unsigned hv_apic_mmio_write(struct hv_cpu *c, uint64_t gpa)
     return len;
 }
 
-void hv_x2apic_icr_write(struct hv_cpu *c, uint64_t val)
+int hv_x2apic_icr_write(struct hv_cpu *c, uint64_t val)
 {
-    icr_write(c, (uint32_t)val, (uint32_t)(val >> 32), true);
+    if ((uint32_t)val & X2ICR_RSVD)
+        return -1;
+    c->x2apic_icr_exits++;
+    icr_write(c, (uint32_t)val & ~ICR_BUSY, (uint32_t)(val >> 32), true);
     maybe_unprotect(c);
+    return 0;
 }
 
 /* ---- requests, at the end of every exit ------------------------------------------ */
@@ -526,6 +569,8 @@ again:
         }
         if (req & REQ_DEVIRT)
             c->devirt_deferred = true;
+        if (req & REQ_ICR_OPEN)
+            c->ops->icr_open(c);
     }
     if (c->devirt_deferred) {
         c->devirt_deferred = false;

@@ -80,6 +80,10 @@ static inline bool hv_dp_is_end(const EFI_DEVICE_PATH *n)
     return n->Type == HV_DP_END || hv_dp_len(n) < 4;
 }
 
+/* efi/lib/devpath.c: vol's device path + a FILEPATH node for path + End
+ * into buf; the bytes written, or 0 when cap is too small. */
+size_t hv_file_dp(const EFI_DEVICE_PATH *vol, const char *path, void *buf, size_t cap);
+
 /* ---- platform internals (efi/platform) --------------------------------- */
 extern EFI_HANDLE plat_image;
 extern EFI_SYSTEM_TABLE *plat_st;

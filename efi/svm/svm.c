@@ -154,6 +154,10 @@ void svm_flush(struct hv_cpu *c)
  * which flushes it (svm_exit.c). */
 void svm_apic_unprotect(void)
 {
+    /* The second MSRPM: the first less the ICR write bit (MSR 0x830, bit 1
+     * of its pair, APM 15.11); no CPU uses it before svm_icr_open. */
+    memcpy(svm.msrpm_open, svm.msrpm, 8192);
+    svm.msrpm_open[0x830 * 2 / 8] &= (uint8_t)~(2u << (0x830 * 2 % 8));
     if (svm.apic_pte)
         __atomic_or_fetch(svm.apic_pte, NPT_RW, __ATOMIC_SEQ_CST);
     svm_flush(NULL);
@@ -165,6 +169,14 @@ void svm_apic_protect(void)
     if (svm.apic_pte)
         __atomic_and_fetch(svm.apic_pte, ~NPT_RW, __ATOMIC_SEQ_CST);
     svm_flush(NULL);
+}
+
+/* The OS started every AP: this CPU's WRMSR to the x2APIC ICR runs
+ * natively too.  Its own VMCB, from its own exit; every VMRUN reloads the
+ * VMCB (no clean bits), so the new MSRPM_BASE_PA takes effect at once. */
+void svm_icr_open(struct hv_cpu *c)
+{
+    vmcb_of(c)->ctl.msrpm_pa = (uint64_t)(uintptr_t)svm.msrpm_open;
 }
 
 /* ---- permission maps ---------------------------------------------------------- */
@@ -190,6 +202,9 @@ static int permission_maps(void)
     msr_intercept(MSR_VM_CR, true, true);       /* locked, disabled */
     msr_intercept(MSR_VM_HSAVE_PA, true, true); /* #GP */
     msr_intercept(0x830, false, true);          /* x2APIC ICR: INIT/SIPI (smp.c) */
+    svm.msrpm_open = hv_alloc(2);               /* filled by svm_apic_unprotect */
+    if (!svm.msrpm_open)
+        return -1;
     /* IOPM (APM 15.10.1): one bit per port; only PM1a_CNT exits. */
     if (hv_pm1a_cnt_port)
         svm.iopm[hv_pm1a_cnt_port / 8] |= 1 << (hv_pm1a_cnt_port % 8);
@@ -336,6 +351,7 @@ static __attribute__((noreturn)) void svm_s3_resume(struct hv_cpu *c, uint16_t c
     if (wake)
         v->save.cr0 = 0x10;                       /* ET: caches on */
     svm_init_events(c, v);
+    v->ctl.msrpm_pa = (uint64_t)(uintptr_t)svm.msrpm;   /* the ICR intercepted again */
     v->ctl.clean = 0;
     s->launched = true;                           /* a refused VMRUN is our bug now */
     svm_flush(c);
@@ -376,6 +392,7 @@ const struct hv_backend_ops svm_ops = {
     .apic_unprotect = svm_apic_unprotect,
     .apic_protect = svm_apic_protect,
     .s3_resume = svm_s3_resume,
+    .icr_open = svm_icr_open,
     .flush_ept = svm_flush,
     .guest_paging = svm_guest_paging,
     .guest_rflags = svm_guest_rflags,

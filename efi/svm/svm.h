@@ -24,6 +24,7 @@ struct svm_global {
     uint32_t features;           /* Fn8000_000A EDX */
     uint32_t nasid;              /* Fn8000_000A EBX */
     uint8_t *msrpm;              /* 8 KiB, APM 15.11 */
+    uint8_t *msrpm_open;         /* the same without the x2APIC ICR (svm.c) */
     uint8_t *iopm;               /* 12 KiB, APM 15.10.1 */
     uint64_t n_cr3;              /* nested PML4 */
     uint64_t *apic_pte;          /* the xAPIC page's nested leaf */
@@ -90,6 +91,7 @@ uint64_t svm_guest_rflags(struct hv_cpu *c, uint64_t mask, uint64_t val);
 void svm_flush(struct hv_cpu *c);
 void svm_apic_unprotect(void);
 void svm_apic_protect(void);
+void svm_icr_open(struct hv_cpu *c);
 
 /* svm_exit.c: services for the core */
 void svm_skip_insn(struct hv_cpu *c);

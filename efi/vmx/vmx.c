@@ -103,14 +103,25 @@ static void msr_intercepts_from_policy(void)
     }
 }
 
-/* The OS started every AP: ICR writes, xAPIC or x2APIC, run natively. */
+/* The OS started every AP: xAPIC ICR writes run natively on every CPU, and
+ * the second MSR bitmap is filled: the first one less the x2APIC ICR write
+ * intercept (bit 0x830 of the write bitmap for low MSRs, SDM Vol 3C 25.6.9).
+ * No CPU uses it yet and the first never changes, so no bitmap changes under
+ * a CPU in VMX non-root operation (25.11.4); each CPU then switches its own
+ * VMCS over (vmx_icr_open). */
 static void vmx_apic_unprotect(void)
 {
-    uint32_t bit = 0x830 & 0x1FFF;
+    uint32_t bit = 0x830;
 
-    __atomic_and_fetch(&vmx.msr_bitmap[2048 + bit / 8], (uint8_t)~(1u << (bit % 8)),
-                       __ATOMIC_SEQ_CST);
+    memcpy(vmx.msr_bitmap_open, vmx.msr_bitmap, 4096);
+    vmx.msr_bitmap_open[2048 + bit / 8] &= (uint8_t)~(1u << (bit % 8));
     ept_apic_unprotect();
+}
+
+static void vmx_icr_open(struct hv_cpu *c)
+{
+    (void)c;
+    vmcs_write64(VMCS_MSR_BITMAP, (uint64_t)(uintptr_t)vmx.msr_bitmap_open);
 }
 
 /* The guest's CPUID, once, from the controls the VMCS really has. */
@@ -141,7 +152,8 @@ static int vmx_global_init(void)
     if (!vmx.msr_bitmap)
         return -1;
     msr_intercepts_from_policy();
-    if (cpuid_policy_from_controls())
+    vmx.msr_bitmap_open = hv_alloc(1);
+    if (!vmx.msr_bitmap_open || cpuid_policy_from_controls())
         return -1;
     /* I/O bitmaps A (0-0x7FFF) and B (SDM 25.6.4): only PM1a_CNT exits. */
     vmx.io_bitmap = hv_alloc(2);
@@ -428,6 +440,7 @@ const struct hv_backend_ops vmx_ops = {
     .can_leave_now = vmx_can_leave_now,
     .leave_parked = vmx_leave_parked,
     .apic_unprotect = vmx_apic_unprotect,
+    .icr_open = vmx_icr_open,
     .flush_ept = ept_flush,
     .guest_paging = vmx_guest_paging,
     .guest_rflags = vmx_guest_rflags,

@@ -48,6 +48,7 @@ struct vmx_global {
     uint64_t cr0_mask, cr4_mask;
     uint64_t misc, ept_vpid_cap, eptp;
     uint8_t *msr_bitmap;
+    uint8_t *msr_bitmap_open;       /* the same without the x2APIC ICR (vmx.c) */
     uint8_t *io_bitmap;             /* A and B, 8 KiB */
 };
 extern struct vmx_global vmx;

@@ -250,36 +250,24 @@ static void own_dir(EFI_LOADED_IMAGE *li, char *out, size_t cap)
     out[slash] = '\0';
 }
 
-/* The volume's device path + one FILEPATH node + End (UEFI 10.3.5.4). */
+/* The volume's device path + one FILEPATH node + End (efi/lib/devpath.c). */
 static EFI_DEVICE_PATH *file_dp(EFI_HANDLE dev, const char *path)
 {
     EFI_GUID dp_guid = EFI_DEVICE_PATH_PROTOCOL_GUID;
     EFI_DEVICE_PATH *vol = NULL, *d;
-    size_t vol_len = 0, node_len = 4 + (strlen(path) + 1) * 2;
-    uint8_t *out, *q;
+    size_t len = 4 + (strlen(path) + 1) * 2 + 4;
+    uint8_t *out;
 
     if (EFI_ERROR(bs->HandleProtocol(dev, &dp_guid, (VOID **)&vol)) || !vol)
         return NULL;
     for (d = vol; !hv_dp_is_end(d); d = hv_dp_next(d))
-        vol_len += hv_dp_len(d);
-    if (EFI_ERROR(bs->AllocatePool(EfiLoaderData, vol_len + node_len + 4,
-                                   (VOID **)&out)))
+        len += hv_dp_len(d);
+    if (EFI_ERROR(bs->AllocatePool(EfiLoaderData, len, (VOID **)&out)))
         return NULL;
-    memcpy(out, vol, vol_len);
-    q = out + vol_len;
-    q[0] = HV_DP_MEDIA;
-    q[1] = HV_DP_MEDIA_FILEPATH;
-    q[2] = (uint8_t)node_len;
-    q[3] = (uint8_t)(node_len >> 8);
-    for (size_t i = 0; i <= strlen(path); i++) {
-        q[4 + 2 * i] = (uint8_t)path[i];
-        q[5 + 2 * i] = 0;
+    if (!hv_file_dp(vol, path, out, len)) {
+        bs->FreePool(out);
+        return NULL;
     }
-    q += node_len;
-    q[0] = HV_DP_END;
-    q[1] = HV_DP_END_ENTIRE;
-    q[2] = 4;
-    q[3] = 0;
     return (EFI_DEVICE_PATH *)out;
 }
 

@@ -415,6 +415,37 @@ static void bench_cpuid(void)
  * signals the others); RDX is the mask of CPUs that left.  Each CPU then
  * checks that it runs natively. */
 static uint64_t devirt_mask;
+/* x2APIC ICR (SDM Vol 3A 11.12.9), on the BSP where CPUID offers x2APIC: a
+ * WRMSR to it is #GP outside x2APIC mode; in x2APIC mode one that sets a
+ * reserved bit is #GP (11.12.1.3), and a legal one is sent (vector 0 to
+ * self: an illegal vector, so the APIC only notes a send error).  The BSP
+ * stays in x2APIC mode after (leaving it would reset its APIC). */
+static void check_x2apic_icr(void)
+{
+    uint64_t base = 0;
+    struct saved_gates s;
+    int vec_off, vec_on = -2, vec_rsvd = -2, vec_send = -2;
+    char d[64];
+
+    if (!(cpuid(1).c & (1u << 21)))
+        return;                                    /* no x2APIC (ryzen, QEMU TCG) */
+    traps_install(&s);
+    vec_off = gt_try_wrmsr(0x830, 0);
+    if (gt_try_rdmsr(0x1B, &base) == -1 && (base & (1u << 11)))
+        vec_on = gt_try_wrmsr(0x1B, base | (1u << 10));
+    if (vec_on == -1) {
+        vec_rsvd = gt_try_wrmsr(0x830, (1u << 18) | (1u << 13));
+        vec_send = gt_try_wrmsr(0x830, 1u << 18);
+    }
+    traps_remove(&s);
+    hv_snprintf(d, sizeof(d), "vec=%d", vec_off);
+    result("x2apic-icr-gp-in-xapic-mode", vec_off == 13, 0, d);
+    hv_snprintf(d, sizeof(d), "enable=%d vec=%d", vec_on, vec_rsvd);
+    result("x2apic-icr-reserved-gp", vec_on == -1 && vec_rsvd == 13, 0, d);
+    hv_snprintf(d, sizeof(d), "vec=%d", vec_send);
+    result("x2apic-icr-send", vec_send == -1, 0, d);
+}
+
 static void on_each_ap(void (*fn)(size_t cpu));
 
 static void post_devirt_check(size_t cpu)
@@ -537,6 +568,7 @@ EFI_STATUS EFIAPI efi_main(EFI_HANDLE image, EFI_SYSTEM_TABLE *systab)
     check_protection();
     check_log_ring();
     bench_cpuid();
+    check_x2apic_icr();
     devirt_all();
     result("post-devirt-no-signature", cpuid(0x40000000).b != 0x7263694D, 0, NULL); /* "Micr" */
     firmware_checks();
