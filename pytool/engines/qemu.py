@@ -124,6 +124,11 @@ class QemuEngine(Engine):
             except Exception:       # QEMU quit during the handshake
                 failed = True
         if failed:
+            # A QEMU that died mid-handshake ends accept() with EOF on its own:
+            # let it, as cancelling it there makes qemu.qmp log a traceback.
+            await asyncio.wait({accept}, timeout=5)
+            if accept.done() and not accept.cancelled():
+                accept.exception()              # retrieved: we report it below
             accept.cancel()
             try:                # its exit code and last words (a loaded host is slow)
                 await asyncio.wait_for(self.proc.wait(), 10)
