@@ -51,16 +51,22 @@ static const struct exit_entry exit_table[] = {
 
 /* ---- services for the core ---------------------------------------------------- */
 /* The next RIP: from the CPU with NRIPS (APM 15.7.1), else decoded from the
- * guest's instruction bytes (efi/core/insn_len.c).  The interrupt shadow of
- * a STI/MOV SS ends with the instruction completed. */
+ * guest's instruction bytes (efi/core/insn_len.c; bytes it cannot decode
+ * get a logged #UD).  The interrupt shadow of a STI/MOV SS ends with the
+ * instruction completed. */
 void svm_skip_insn(struct hv_cpu *c)
 {
     struct vmcb *v = vmcb_of(c);
+    unsigned len;
 
-    if (svm.features & SVM_F_NRIPS)
+    if (svm.features & SVM_F_NRIPS) {
         v->save.rip = v->ctl.next_rip;
-    else
-        v->save.rip += hv_insn_len(c);
+    } else if ((len = hv_insn_len(c)) != 0) {
+        v->save.rip += len;
+    } else {
+        svm_inject_exception(c, VEC_UD, false, 0);
+        return;
+    }
     v->ctl.int_state &= ~INT_SHADOW;
 }
 
@@ -337,7 +343,57 @@ void svm_leave_parked(struct hv_cpu *c)
     halt_forever();
 }
 
-/* ---- I/O: only the ACPI PM1a control port is in the IOPM (APM 15.10.2) ----------- */
+/* ---- I/O: only the ACPI PM1a control port is in the IOPM (APM 15.10.1) -----------
+ * An access of any width that touches it exits (APM 15.10.2: the IOPM bits
+ * of every byte are checked), in every form: IN/OUT and INS/OUTS with or
+ * without REP.  Each is performed as written on the real port; the core
+ * watches for SLP_EN (hv_io_out).  EXITINFO1 (APM Figure 15-2): bit 0 IN,
+ * 2 string, 3 REP, 4-6 operand size, 7-9 address size; EXITINFO2 the next
+ * RIP, with or without NRIPS. */
+#define IOIO_IN   1u
+#define IOIO_STR  4u
+#define IOIO_REP  8u
+
+/* The segment OUTS reads through: DS, or the last segment-override prefix
+ * (INS always writes ES:rDI).  From the guest's bytes: EXITINFO1's segment
+ * field is a decode assist, which QEMU TCG lacks. */
+static const struct vmcb_seg *outs_seg(struct vmcb *v, const struct hv_guest_paging *p)
+{
+    const struct vmcb_seg *seg = &v->save.ds;
+    uint8_t b = 0;
+
+    for (unsigned i = 0; i < 15; i++) {
+        if (hv_guest_read_linear(p, p->cs_base + p->rip + i, &b, 1))
+            break;
+        if (b == 0x26 || b == 0x2E || b == 0x36 || b == 0x3E || b == 0x64 || b == 0x65) {
+            seg = b == 0x26 ? &v->save.es : b == 0x2E ? &v->save.cs : b == 0x36 ? &v->save.ss
+                : b == 0x3E ? &v->save.ds : b == 0x64 ? &v->save.fs : &v->save.gs;
+        } else if (!(b == 0x66 || b == 0x67 || b == 0xF0 || b == 0xF2 || b == 0xF3 ||
+                     (p->cs_long && (b & 0xF0) == 0x40))) {
+            break;
+        }
+    }
+    return seg;
+}
+
+static void io_string(struct hv_cpu *c, struct vmcb *v, uint64_t info, uint16_t port,
+                      unsigned size)
+{
+    struct hv_guest_paging p;
+    struct hv_io_str s = {&p, 0, port, size, (info & 0x200) ? 2 : (info & 0x100) ? 1 : 0,
+                          info & IOIO_IN, info & IOIO_REP, (v->save.rflags >> 10) & 1};
+    const struct vmcb_seg *seg;
+
+    svm_guest_paging(c, &p);
+    seg = s.in ? &v->save.es : outs_seg(v, &p);
+    s.la = hv_io_string_la(&p, seg->base, seg == &v->save.fs || seg == &v->save.gs,
+                           s.in ? c->regs->rdi : c->regs->rsi, s.asz);
+    if (hv_io_string(c, &s) == HV_IO_DONE) {
+        v->save.rip = v->ctl.exitinfo2;
+        v->ctl.int_state &= ~INT_SHADOW;
+    }
+}
+
 static void exit_io(struct hv_cpu *c, struct vmcb *v)
 {
     uint64_t info = v->ctl.exitinfo1;
@@ -345,17 +401,15 @@ static void exit_io(struct hv_cpu *c, struct vmcb *v)
     uint16_t port = (uint16_t)(info >> 16);
     uint32_t mask = size == 4 ? 0xFFFFFFFFu : (1u << (8 * size)) - 1, val;
 
-    if (info & 4)                                      /* INS/OUTS: not emulated */
-        hv_panic(c, "ioio string info1=%llx\n", (unsigned long long)info);
-    if (info & 1) {                                    /* IN */
+    if (info & IOIO_STR)
+        return io_string(c, v, info, port, size);
+    if (info & IOIO_IN) {
         val = port_in(port, size);
         c->regs->rax = size == 4 ? (val & mask) : (c->regs->rax & ~(uint64_t)mask) | (val & mask);
-    } else if (port == hv_pm1a_cnt_port) {
-        hv_pm1a_write(c, (uint32_t)c->regs->rax & mask, size);
-    } else {   /* a wider access that overlaps the trapped port: performed as is */
-        port_out(port, size, (uint32_t)c->regs->rax & mask);
+    } else {
+        hv_io_out(c, port, size, (uint32_t)c->regs->rax & mask);
     }
-    v->save.rip = v->ctl.exitinfo2;                    /* the next RIP, with or without NRIPS */
+    v->save.rip = v->ctl.exitinfo2;
     v->ctl.int_state &= ~INT_SHADOW;
 }
 
