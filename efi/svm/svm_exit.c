@@ -348,44 +348,57 @@ void svm_leave_parked(struct hv_cpu *c)
  * of every byte are checked), in every form: IN/OUT and INS/OUTS with or
  * without REP.  Each is performed as written on the real port; the core
  * watches for SLP_EN (hv_io_out).  EXITINFO1 (APM Figure 15-2): bit 0 IN,
- * 2 string, 3 REP, 4-6 operand size, 7-9 address size; EXITINFO2 the next
- * RIP, with or without NRIPS. */
+ * 2 string, 3 REP, 4-6 operand size; EXITINFO2 the next RIP, with or
+ * without NRIPS. */
 #define IOIO_IN   1u
 #define IOIO_STR  4u
 #define IOIO_REP  8u
 
-/* The segment OUTS reads through: DS, or the last segment-override prefix
- * (INS always writes ES:rDI).  From the guest's bytes: EXITINFO1's segment
- * field is a decode assist, which QEMU TCG lacks. */
-static const struct vmcb_seg *outs_seg(struct vmcb *v, const struct hv_guest_paging *p)
+/* The prefixes of the INS/OUTS at RIP: the segment OUTS reads through (DS,
+ * or the last segment override; INS always writes ES:rDI) and the address
+ * size (the code's, or the other one with 67).  From the guest's bytes:
+ * EXITINFO1's segment field is a decode assist, and QEMU 7.2 TCG puts a
+ * 64-bit address size in bit 10 instead of bit 9 (A64). */
+struct io_prefixes {
+    const struct vmcb_seg *seg;
+    unsigned asz;                                  /* 0: 16-bit, 1: 32-bit, 2: 64-bit */
+};
+
+static struct io_prefixes io_prefixes(struct vmcb *v, const struct hv_guest_paging *p)
 {
-    const struct vmcb_seg *seg = &v->save.ds;
+    bool code64 = (p->efer & EFER_LMA) && p->cs_long, a67 = false;
+    struct io_prefixes r = {&v->save.ds, 0};
     uint8_t b = 0;
 
     for (unsigned i = 0; i < 15; i++) {
         if (hv_guest_read_linear(p, p->cs_base + p->rip + i, &b, 1))
             break;
-        if (b == 0x26 || b == 0x2E || b == 0x36 || b == 0x3E || b == 0x64 || b == 0x65) {
-            seg = b == 0x26 ? &v->save.es : b == 0x2E ? &v->save.cs : b == 0x36 ? &v->save.ss
-                : b == 0x3E ? &v->save.ds : b == 0x64 ? &v->save.fs : &v->save.gs;
-        } else if (!(b == 0x66 || b == 0x67 || b == 0xF0 || b == 0xF2 || b == 0xF3 ||
-                     (p->cs_long && (b & 0xF0) == 0x40))) {
+        if (b == 0x26 || b == 0x2E || b == 0x36 || b == 0x3E || b == 0x64 || b == 0x65)
+            r.seg = b == 0x26 ? &v->save.es : b == 0x2E ? &v->save.cs : b == 0x36 ? &v->save.ss
+                  : b == 0x3E ? &v->save.ds : b == 0x64 ? &v->save.fs : &v->save.gs;
+        else if (b == 0x67)
+            a67 = true;
+        else if (!(b == 0x66 || b == 0xF0 || b == 0xF2 || b == 0xF3 ||
+                   (code64 && (b & 0xF0) == 0x40)))
             break;
-        }
     }
-    return seg;
+    r.asz = code64 ? (a67 ? 1 : 2) : (p->cs_32 != a67) ? 1 : 0;
+    return r;
 }
 
 static void io_string(struct hv_cpu *c, struct vmcb *v, uint64_t info, uint16_t port,
                       unsigned size)
 {
     struct hv_guest_paging p;
-    struct hv_io_str s = {&p, 0, port, size, (info & 0x200) ? 2 : (info & 0x100) ? 1 : 0,
-                          info & IOIO_IN, info & IOIO_REP, (v->save.rflags >> 10) & 1};
+    struct hv_io_str s = {&p, 0, port, size, 0, info & IOIO_IN, info & IOIO_REP,
+                          (v->save.rflags >> 10) & 1};
+    struct io_prefixes pf;
     const struct vmcb_seg *seg;
 
     svm_guest_paging(c, &p);
-    seg = s.in ? &v->save.es : outs_seg(v, &p);
+    pf = io_prefixes(v, &p);
+    seg = s.in ? &v->save.es : pf.seg;
+    s.asz = pf.asz;
     s.la = hv_io_string_la(&p, seg->base, seg == &v->save.fs || seg == &v->save.gs,
                            s.in ? c->regs->rdi : c->regs->rsi, s.asz);
     if (hv_io_string(c, &s) == HV_IO_DONE) {

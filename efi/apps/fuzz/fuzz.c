@@ -231,11 +231,14 @@ static bool msr_documented(uint32_t m, bool write)
 {
     /* AMD rows: VM_CR reads locked with SVM disabled and VM_HSAVE_PA is #GP
      * (no nested SVM); writes to IORRs, TOP_MEM, TOP_MEM2, SMM_ADDR/MASK
-     * are #GP (physical address decoding). */
+     * are #GP (physical address decoding); the VMX MSRs are #GP, as on a
+     * CPU without VMX - QEMU TCG reads MSRs it lacks as 0 and ignores their
+     * writes, and so the x2APIC ICR's with x2APIC off, where hardware (and
+     * the hypervisor's policy) raises #GP. */
     if (amd)
-        return m == 0xC0010114 || m == 0xC0010117 ||
+        return m == 0xC0010114 || m == 0xC0010117 || (m >= 0x480 && m <= 0x493) ||
                (write && ((m >= 0xC0010016 && m <= 0xC001001A) || m == 0xC001001D ||
-                          m == 0xC0010112 || m == 0xC0010113));
+                          m == 0xC0010112 || m == 0xC0010113 || (qemu && m == 0x830)));
     return m == 0x3A || (m >= 0x480 && m <= 0x493) || m == 0x560 || m == 0x561 ||
            (m >= 0x570 && m <= 0x572) || (m >= 0x580 && m <= 0x58F) ||
            (write && (m == 0x79 || m == 0x9B));
