@@ -70,7 +70,10 @@ void svm_skip_insn(struct hv_cpu *c)
     v->ctl.int_state &= ~INT_SHADOW;
 }
 
-/* Event injection (APM 15.20).  Real mode pushes no error code. */
+/* Event injection (APM 15.20).  Real mode pushes no error code.  A fault
+ * pushes RFLAGS with RF set (APM Vol 2 13.1.2.2, SDM Vol 3A 18.3.1.1); an
+ * injected event takes RFLAGS as it is (Bochs ryzen, found by the fuzzer),
+ * so we set it, not for the traps #DB, #BP, #OF - as vmx_inject_exception. */
 void svm_inject_exception(struct hv_cpu *c, uint8_t vec, bool has_err, uint32_t err)
 {
     struct vmcb *v = vmcb_of(c);
@@ -78,6 +81,8 @@ void svm_inject_exception(struct hv_cpu *c, uint8_t vec, bool has_err, uint32_t 
 
     if (has_err && (v->save.cr0 & CR0_PE))
         e |= EVT_ERR_VALID | ((uint64_t)err << 32);
+    if (vec != 1 && vec != 3 && vec != 4)
+        v->save.rflags |= 1ull << 16;              /* RF */
     v->ctl.eventinj = e;
 }
 
