@@ -291,11 +291,17 @@ static void set_seg(struct vmcb_seg *s, uint16_t sel, uint64_t base, uint32_t li
 
 /* Emulated INIT (smp.c): the architectural INIT state (APM Vol 2 14.1.3,
  * Table 14-1), EFER.SVME kept (VMRUN needs it; the guest reads it as 0).
+ * INIT leaves the MSRs alone, so the syscall and SYSENTER MSRs that live in
+ * the VMCB's save area keep their values (an AP that OVMF's MP services
+ * restart by INIT-SIPI kept its SFMASK natively: found by the fuzzer).
  * The wait for SIPI is the core's: a parked CPU waits in the host. */
 void svm_park_init(struct hv_cpu *c)
 {
     struct vmcb *v = vmcb_of(c);
     struct hv_regs *r = c->regs;
+    const uint64_t msrs[8] = {v->save.star, v->save.lstar, v->save.cstar, v->save.sfmask,
+                              v->save.kernel_gs_base, v->save.sysenter_cs,
+                              v->save.sysenter_esp, v->save.sysenter_eip};
 
     HV_TRACE("HV: trace cpu=%u emulated init rip=%llx\n", c->index,
              (unsigned long long)v->save.rip);
@@ -315,6 +321,14 @@ void svm_park_init(struct hv_cpu *c)
     v->save.dr6 = 0xFFFF0FF0;
     v->save.dr7 = 0x400;
     v->save.g_pat = 0x0007040600070406ull;
+    v->save.star = msrs[0];
+    v->save.lstar = msrs[1];
+    v->save.cstar = msrs[2];
+    v->save.sfmask = msrs[3];
+    v->save.kernel_gs_base = msrs[4];
+    v->save.sysenter_cs = msrs[5];
+    v->save.sysenter_esp = msrs[6];
+    v->save.sysenter_eip = msrs[7];
     v->ctl.eventinj = 0;
     v->ctl.int_state = 0;
     exit_vintr(c, v);
