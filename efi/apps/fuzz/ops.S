@@ -63,6 +63,7 @@ fz_cpuid:
     mov %ecx, %eax
     mov %edx, %ecx
     cpuid
+cpuid_out:                          /* the results to out[4] (R10) */
     mov %eax, 0(%r10)
     mov %ebx, 4(%r10)
     mov %ecx, 8(%r10)
@@ -91,13 +92,7 @@ c_rexrex:   .byte 0x41, 0x48, 0x0f, 0xa2;       jmp 1f
 c_f3:       .byte 0xf3, 0x0f, 0xa2;             jmp 1f
 c_fsgs:     .byte 0x64, 0x65, 0x67, 0x0f, 0xa2; jmp 1f
 c_long:     .byte 0x66, 0x66, 0x66, 0x66, 0x2e, 0x2e, 0x2e, 0x3e, 0x3e, 0x3e, 0x26, 0x26, 0x48, 0x0f, 0xa2  /* 15 bytes */
-1:  mov %eax, 0(%r10)
-    mov %ebx, 4(%r10)
-    mov %ecx, 8(%r10)
-    mov %edx, 12(%r10)
-    pop %rbx
-    mov $-1, %rax
-    ret
+1:  jmp cpuid_out
     .section .rodata
     .p2align 3
 cpuid_pfx_table:
@@ -338,20 +333,26 @@ vmx_table:
 fz_vmx_kinds: .long (fz_vmx_kinds - vmx_table) / 8
     .text
 
-/* int fz_vmcall(uint64_t io[4]): RAX, RCX, RDX, R8 in and out. */
-    .globl fz_vmcall
-fz_vmcall:
+/* int fz_vmcall(uint64_t io[4]), fz_vmmcall (AMD's): RAX, RCX, RDX, R8 in
+ * and out. */
+.macro HYPERCALL insn
     mov %rcx, %r11
     TRY
     mov 0(%r11), %rax
     mov 8(%r11), %rcx
     mov 16(%r11), %rdx
     mov 24(%r11), %r8
-    vmcall
+    \insn
     mov %rax, 0(%r11)
     mov %rdx, 16(%r11)
     mov %r8, 24(%r11)
     DONE
+.endm
+    .globl fz_vmcall, fz_vmmcall
+fz_vmcall:
+    HYPERCALL vmcall
+fz_vmmcall:
+    HYPERCALL vmmcall
 
 /* ---- SVM instructions: int fz_svm(unsigned kind, void *mem) ------------------
  * rAX is the 4 KiB-aligned page mem (identity-mapped: its physical address),
@@ -382,18 +383,3 @@ svm_table:
     .quad s_vmrun, s_vmload, s_vmsave, s_stgi, s_clgi, s_skinit, s_invlpga
 fz_svm_kinds: .long (fz_svm_kinds - svm_table) / 8
     .text
-
-/* int fz_vmmcall(uint64_t io[4]): fz_vmcall with AMD's instruction. */
-    .globl fz_vmmcall
-fz_vmmcall:
-    mov %rcx, %r11
-    TRY
-    mov 0(%r11), %rax
-    mov 8(%r11), %rcx
-    mov 16(%r11), %rdx
-    mov 24(%r11), %r8
-    vmmcall
-    mov %rax, 0(%r11)
-    mov %rdx, 16(%r11)
-    mov %r8, 24(%r11)
-    DONE
