@@ -1,6 +1,7 @@
 /*
  * exit.c - exit handling shared by both vendors: CPUID, RDMSR/WRMSR, XSETBV,
- * INVD, virtualization instructions, hypercalls; exit statistics.
+ * INVD, virtualization instructions, hypercalls, INS/OUTS to a trapped
+ * port; exit statistics.
  *
  * A backend translates its raw exit code into enum hv_exit, counts it and
  * either handles it itself (CR access, INIT/SIPI, nested paging faults: the
@@ -326,7 +327,7 @@ fault:
 uint64_t hv_io_string_la(const struct hv_guest_paging *p, uint64_t seg_base, bool fs_gs,
                          uint64_t reg, unsigned asz)
 {
-    bool code64 = (p->efer & (1ull << 10)) && p->cs_long;     /* EFER.LMA */
+    bool code64 = (p->efer & EFER_LMA) && p->cs_long;
 
     return (code64 && !fs_gs ? 0 : seg_base) + (reg & addr_mask(asz));
 }
