@@ -172,18 +172,22 @@ def bench_repeat(cfg: dict, name: str, count: int) -> int:
     return 1 if failed else 0
 
 
-def bench_fuzz(cfg: dict, seeds: list[int], ops: int, smp: int) -> int:
-    """The differential fuzzer, --no-hv vs --hv, per seed: op counts and
-    differences per class (pytool/fuzzdiff.py)."""
-    from .fuzzdiff import differences, parse, run_pair
+def bench_fuzz(cfg: dict, seeds: list[int], ops: int, smp: int, vendor: str = "intel",
+               engine: str | None = None) -> int:
+    """The differential fuzzer, --no-hv vs --hv on the same engine and CPU
+    model, per seed: op counts and differences per class (pytool/fuzzdiff.py)."""
+    from .fuzzdiff import default_engine, differences, parse, run_pair
     bad = 0
+    engine = engine or default_engine(vendor)
+    print(f"fuzz vendor={vendor} engine={engine} smp={smp}")
     for seed in seeds:
-        native_res, hv_res = run_pair(cfg, seed, ops, smp)
+        native_res, hv_res = run_pair(cfg, seed, ops, smp, vendor, engine)
         native, hv = parse(native_res.serial), parse(hv_res.serial)
         diffs = differences(native, hv)
         ok = native_res.passed and hv_res.passed and not diffs and not hv.panics
         bad += not ok
         print(f"seed={seed} ops={ops} cpus={sorted(hv.done_cpus)} panics={hv.panics} "
+              f"wall={native_res.wall:.0f}+{hv_res.wall:.0f}s "
               f"undocumented-differences={len(diffs)} hv-checks="
               f"{sum(hv.hv_checks.values())}/{len(hv.hv_checks)} "
               f"runs={native_res.run_dir.name},{hv_res.run_dir.name}")
@@ -213,16 +217,22 @@ def main(argv=None) -> int:
     p = sub.add_parser("repeat", help="boot one scenario N times in a row")
     p.add_argument("scenario")
     p.add_argument("-n", "--count", type=int, default=10)
-    p = sub.add_parser("fuzz", help="differential fuzzer, --hv vs --no-hv, in Bochs")
+    p = sub.add_parser("fuzz", help="differential fuzzer, --hv vs --no-hv on one engine")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--ops", type=int, default=50000, help="operations per CPU")
     p.add_argument("--smp", type=int, default=2)
+    p.add_argument("--vendor", choices=("intel", "amd"), default="intel")
+    p.add_argument("--engine", choices=("bochs", "qemu"), default=None,
+                   help="default: bochs for intel (tigerlake), qemu TCG for amd "
+                        "(bochs: ryzen)")
     a = ap.parse_args(argv)
     if a.what == "tcb":
         return bench_tcb()
     cfg = _config.load()
     if a.what == "fuzz":
-        return bench_fuzz(cfg, a.seeds, a.ops, a.smp)
+        if a.vendor == "intel" and a.engine == "qemu":
+            ap.error("fuzz --vendor intel needs bochs: QEMU TCG emulates no VMX")
+        return bench_fuzz(cfg, a.seeds, a.ops, a.smp, a.vendor, a.engine)
     if a.what == "repeat":
         return bench_repeat(cfg, a.scenario, a.count)
     if a.what == "vmx":

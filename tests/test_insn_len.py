@@ -15,6 +15,7 @@ struct hv_cpu; struct hv_guest_paging;
 int hv_guest_read_linear(const struct hv_guest_paging *p, uint64_t la, void *b, unsigned n)
 { return -1; }
 void hv_panic(struct hv_cpu *c, const char *fmt, ...) { for (;;) ; }
+void hv_log(const char *fmt, ...) { }
 """
 
 
@@ -46,6 +47,8 @@ def decode(tmp_path_factory):
     ([0x2E, 0x3E, 0xF0, 0x0F, 0x01, 0xD9], 6),
     ([0x48, 0x0F, 0x32], 3),                    # REX.W RDMSR
     ([0x66, 0x41, 0x0F, 0x30], 4),
+    ([0x48, 0x66, 0x0F, 0xA2], 4),              # REX then a legacy prefix: REX ignored
+    ([0x40, 0x48, 0xF3, 0x41, 0x0F, 0x32], 6),  # several REX bytes (the fuzzer's kind)
 ])
 def test_lengths(decode, insn, length):
     assert decode(insn + [0x90] * 4) == length

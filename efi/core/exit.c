@@ -1,6 +1,7 @@
 /*
  * exit.c - exit handling shared by both vendors: CPUID, RDMSR/WRMSR, XSETBV,
- * INVD, virtualization instructions, hypercalls; exit statistics.
+ * INVD, virtualization instructions, hypercalls, INS/OUTS to a trapped
+ * port; exit statistics.
  *
  * A backend translates its raw exit code into enum hv_exit, counts it and
  * either handles it itself (CR access, INIT/SIPI, nested paging faults: the
@@ -270,6 +271,68 @@ static void do_invd(struct hv_cpu *c)
 static void do_virt_insn(struct hv_cpu *c)
 {
     c->ops->inject_exception(c, VEC_UD, false, 0);
+}
+
+/* ---- INS/OUTS to an intercepted port: one iteration per exit --------------
+ * Each iteration boundary is an instruction boundary to the guest (SDM Vol
+ * 2B INS/OUTS, APM Vol 3), so with REP the RIP stays until RCX runs out.
+ * The backend gives the memory operand's linear address; the core performs
+ * the port access as written (hv_io_out watches for SLP_EN). */
+static uint64_t addr_mask(unsigned asz)
+{
+    return asz == 0 ? 0xFFFFull : asz == 1 ? 0xFFFFFFFFull : ~0ull;
+}
+
+/* reg += delta in the address size (a 32-bit write zero-extends, 16 keeps). */
+static void step_reg(uint64_t *reg, unsigned asz, int64_t delta)
+{
+    uint64_t m = addr_mask(asz), v = ((*reg & m) + (uint64_t)delta) & m;
+
+    *reg = asz == 0 ? (*reg & ~m) | v : v;
+}
+
+int hv_io_string(struct hv_cpu *c, const struct hv_io_str *s)
+{
+    struct hv_regs *r = c->regs;
+    uint64_t m = addr_mask(s->asz);
+    int64_t delta = s->df ? -(int64_t)s->size : (int64_t)s->size;
+    uint32_t v = 0;
+
+    if (s->rep && !(r->rcx & m))
+        return HV_IO_DONE;                         /* count 0: nothing to do */
+    if (s->in) {
+        v = port_in(s->port, s->size);
+        if (hv_guest_write_linear(s->paging, s->la, &v, s->size))
+            goto fault;
+        step_reg(&r->rdi, s->asz, delta);
+    } else {
+        if (hv_guest_read_linear(s->paging, s->la, &v, s->size))
+            goto fault;
+        hv_io_out(c, s->port, s->size, v);
+        step_reg(&r->rsi, s->asz, delta);
+    }
+    if (s->rep) {
+        step_reg(&r->rcx, s->asz, -1);
+        if (r->rcx & m)
+            return HV_IO_AGAIN;
+    }
+    return HV_IO_DONE;
+fault:
+    hv_log("HV: io cpu=%u string %s port=%x la=%llx: not guest RAM, #GP\n", c->index,
+           s->in ? "in" : "out", s->port, (unsigned long long)s->la);
+    inject_gp(c);
+    return HV_IO_FAULT;
+}
+
+/* The linear address of a string operand: segment base (none in 64-bit
+ * code, but FS and GS, SDM Vol 1 3.4.2.1) plus the register in the
+ * address size. */
+uint64_t hv_io_string_la(const struct hv_guest_paging *p, uint64_t seg_base, bool fs_gs,
+                         uint64_t reg, unsigned asz)
+{
+    bool code64 = (p->efer & EFER_LMA) && p->cs_long;
+
+    return (code64 && !fs_gs ? 0 : seg_base) + (reg & addr_mask(asz));
 }
 
 static void (*const core_handlers[HV_EXIT_COUNT])(struct hv_cpu *) = {

@@ -233,6 +233,21 @@ int hv_cpuid_policy_init(const struct cpuid_ctls *ctls);
 int hv_cpuid_policy_ensure(bool amd);
 void hv_count_exit(struct hv_cpu *c, enum hv_exit kind);
 void hv_print_stats(struct hv_cpu *c);
+/* One iteration of INS/OUTS to an intercepted port (exit.c).  HV_IO_DONE:
+ * the backend skips the instruction; HV_IO_AGAIN: REP iterations left, RIP
+ * stays; HV_IO_FAULT: #GP(0) injected and logged (memory not guest RAM). */
+struct hv_io_str {
+    const struct hv_guest_paging *paging;
+    uint64_t la;                    /* the memory operand's linear address */
+    uint16_t port;
+    unsigned size;                  /* 1, 2, 4 */
+    unsigned asz;                   /* address size: 0 16-bit, 1 32-bit, 2 64-bit */
+    bool in, rep, df;
+};
+enum { HV_IO_DONE, HV_IO_AGAIN, HV_IO_FAULT };
+int hv_io_string(struct hv_cpu *c, const struct hv_io_str *s);
+uint64_t hv_io_string_la(const struct hv_guest_paging *p, uint64_t seg_base, bool fs_gs,
+                         uint64_t reg, unsigned asz);
 /* Guest memory the host may touch on the guest's behalf (hypercall buffers). */
 void *hv_guest_buffer(uint64_t gpa, uint64_t len);
 
@@ -302,8 +317,9 @@ int hv_decode_store(struct hv_cpu *c, struct hv_store *st);
 uint32_t hv_store_alu(unsigned alu, uint32_t a, uint32_t b, uint64_t *guest_flags);
 
 /* ---- insn_len.c: the exiting instruction's length from its bytes --------- */
-/* For a CPU that does not report it (SVM without NRIPS).  Panics with the
- * bytes on anything that is not an instruction we intercept. */
+/* For a CPU that does not report it (SVM without NRIPS).  0, with a log
+ * line and the bytes, for anything that is not an instruction we intercept
+ * (the caller then injects #UD). */
 unsigned hv_insn_len(struct hv_cpu *c);
 unsigned hv_insn_len_decode(const uint8_t *b, unsigned n, bool long_mode);
 

@@ -5,13 +5,17 @@
  *
  * Only instructions that exit unconditionally reach here, and all of them
  * are fixed-form: legacy prefixes (SDM Vol 2A 2.1.1: 66 67 F0 F2 F3 and the
- * segment overrides, any order and number), REX in 64-bit code, then
+ * segment overrides) and, in 64-bit code, REX bytes, in any order and
+ * number (a REX that a legacy prefix follows is ignored, but still a byte
+ * of the instruction, SDM 2.2.1), then
  *   0F xx         CPUID, RDMSR, WRMSR, INVD, WBINVD, RDTSC, RDPMC
  *   0F 01 /mod=3  VMMCALL, VMCALL, VMRUN, VMLOAD, VMSAVE, STGI, CLGI,
  *                 SKINIT, INVLPGA, XSETBV, RDTSCP, MONITOR(X), MWAIT(X)
  *   F4            HLT
- * Anything else is not an exit we requested: 0, and the caller panics with
- * the bytes.  The whole instruction is at most 15 bytes (SDM 2.3.11).
+ * Anything else is not an exit we requested: 0.  That needs a guest that
+ * rewrote the bytes (from another CPU, or by DMA) between the exit and the
+ * decode, or unreadable bytes: the guest gets a logged #UD, never a panic.
+ * The whole instruction is at most 15 bytes (SDM 2.3.11).
  */
 #include "hv_core.h"
 #include "hv_lib.h"
@@ -38,10 +42,8 @@ unsigned hv_insn_len_decode(const uint8_t *b, unsigned n, bool long_mode)
 {
     unsigned i = 0;
 
-    while (i < n && legacy_prefix(b[i]))
+    while (i < n && (legacy_prefix(b[i]) || (long_mode && (b[i] & 0xF0) == 0x40)))
         i++;
-    if (long_mode && i < n && (b[i] & 0xF0) == 0x40)
-        i++;                                       /* REX: the last prefix */
     if (i + 1 > n)
         return 0;
     if (b[i] == 0xF4)
@@ -69,8 +71,8 @@ unsigned hv_insn_len(struct hv_cpu *c)
         n++;
     len = hv_insn_len_decode(b, n, p.cs_long);
     if (!len)
-        hv_panic(c, "insn-len: not an exiting instruction rip=%llx bytes=%02x %02x %02x "
-                 "%02x %02x %02x %02x %02x\n", (unsigned long long)p.rip, b[0], b[1], b[2],
-                 b[3], b[4], b[5], b[6], b[7]);
+        hv_log("HV: insn-len cpu=%u cannot decode rip=%llx bytes=%02x %02x %02x %02x %02x "
+               "%02x %02x %02x (readable=%u): #UD\n", c->index, (unsigned long long)p.rip,
+               b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], n);
     return len;
 }

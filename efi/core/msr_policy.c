@@ -18,7 +18,7 @@
 #define VMCR_LOCK_SVMDIS (3ull << 3)     /* VM_CR.LOCK, VM_CR.SVMDIS */
 
 const struct msr_rule msr_rules[] = {
-    {0x3A, 0x3A, MSR_ANY, RD_PASS, WR_GP, FC_VMX, FC_LOCK, 0, 0,
+    {0x3A, 0x3A, MSR_INTEL, RD_PASS, WR_GP, FC_VMX, FC_LOCK, 0, 0,
      "IA32_FEATURE_CONTROL: locked with VMX off (no nested VMX)"},
     {0x480, 0x493, MSR_ANY, RD_GP, WR_GP, 0, 0, 0, 0,
      "VMX capability MSRs: as on a CPU without VMX"},

@@ -18,6 +18,7 @@
 #include "hv_cfg.h"
 #include "../core/gpmap.h"
 #include "../core/mtrr.h"
+#include "../core/msr_policy.h"
 
 struct svm_global svm;
 
@@ -180,28 +181,40 @@ void svm_icr_open(struct hv_cpu *c)
 }
 
 /* ---- permission maps ---------------------------------------------------------- */
-/* MSRPM (APM 15.11): 2 bits per MSR (read, write) in three 2 KiB ranges. */
+/* MSRPM (APM 15.11): 2 bits per MSR (read, write) in three 2 KiB ranges;
+ * an MSR outside them always exits. */
 static void msr_intercept(uint32_t msr, bool rd, bool wr)
 {
     uint32_t base = msr >= 0xC0010000 ? 0x1000 : msr >= 0xC0000000 ? 0x800 : 0;
     uint32_t bit = (msr & 0x1FFF) * 2;
 
+    if ((msr & ~0x1FFFu) != 0 && (msr & ~0x1FFFu) != 0xC0000000 &&
+        (msr & ~0x1FFFu) != 0xC0010000)
+        return;
     if (rd)
         svm.msrpm[base + bit / 8] |= 1 << (bit % 8);
     if (wr)
         svm.msrpm[base + bit / 8] |= 2 << (bit % 8);
 }
 
+/* Exits for the rows of the MSR policy (efi/core/msr_policy.c) that are
+ * not plain pass-through: EFER (SVME reads 0; svm_exit.c), VM_CR,
+ * VM_HSAVE_PA, the x2APIC ICR, IA32_APIC_BASE relocation, SYSCFG, the
+ * IORRs, TOP_MEM, the SMM ranges, the VMX MSRs. */
 static int permission_maps(void)
 {
     svm.msrpm = hv_alloc(2);
     svm.iopm = hv_alloc(3);
     if (!svm.msrpm || !svm.iopm)
         return -1;
-    msr_intercept(MSR_EFER, true, true);        /* EFER.SVME reads 0 */
-    msr_intercept(MSR_VM_CR, true, true);       /* locked, disabled */
-    msr_intercept(MSR_VM_HSAVE_PA, true, true); /* #GP */
-    msr_intercept(0x830, false, true);          /* x2APIC ICR: INIT/SIPI (smp.c) */
+    for (size_t i = 0; i < msr_rule_count; i++) {
+        const struct msr_rule *r = &msr_rules[i];
+
+        if (r->vendor == MSR_INTEL)
+            continue;
+        for (uint32_t m = r->first; m <= r->last && m >= r->first; m++)
+            msr_intercept(m, msr_rule_traps_read(r), msr_rule_traps_write(r));
+    }
     svm.msrpm_open = hv_alloc(2);               /* filled by svm_apic_unprotect */
     if (!svm.msrpm_open)
         return -1;

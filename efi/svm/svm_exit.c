@@ -57,20 +57,29 @@ static const struct exit_entry exit_table[] = {
 
 /* ---- services for the core ---------------------------------------------------- */
 /* The next RIP: from the CPU with NRIPS (APM 15.7.1), else decoded from the
- * guest's instruction bytes (efi/core/insn_len.c).  The interrupt shadow of
- * a STI/MOV SS ends with the instruction completed. */
+ * guest's instruction bytes (efi/core/insn_len.c; bytes it cannot decode
+ * get a logged #UD).  The interrupt shadow of a STI/MOV SS ends with the
+ * instruction completed. */
 void svm_skip_insn(struct hv_cpu *c)
 {
     struct vmcb *v = vmcb_of(c);
+    unsigned len;
 
-    if (svm.features & SVM_F_NRIPS)
+    if (svm.features & SVM_F_NRIPS) {
         v->save.rip = v->ctl.next_rip;
-    else
-        v->save.rip += hv_insn_len(c);
+    } else if ((len = hv_insn_len(c)) != 0) {
+        v->save.rip += len;
+    } else {
+        svm_inject_exception(c, VEC_UD, false, 0);
+        return;
+    }
     v->ctl.int_state &= ~INT_SHADOW;
 }
 
-/* Event injection (APM 15.20).  Real mode pushes no error code. */
+/* Event injection (APM 15.20).  Real mode pushes no error code.  A fault
+ * pushes RFLAGS with RF set (APM Vol 2 13.1.2.2, SDM Vol 3A 18.3.1.1); an
+ * injected event takes RFLAGS as it is (Bochs ryzen, found by the fuzzer),
+ * so we set it, not for the traps #DB, #BP, #OF - as vmx_inject_exception. */
 void svm_inject_exception(struct hv_cpu *c, uint8_t vec, bool has_err, uint32_t err)
 {
     struct vmcb *v = vmcb_of(c);
@@ -78,6 +87,8 @@ void svm_inject_exception(struct hv_cpu *c, uint8_t vec, bool has_err, uint32_t 
 
     if (has_err && (v->save.cr0 & CR0_PE))
         e |= EVT_ERR_VALID | ((uint64_t)err << 32);
+    if (vec != 1 && vec != 3 && vec != 4)
+        v->save.rflags |= 1ull << 16;              /* RF */
     v->ctl.eventinj = e;
 }
 
@@ -360,6 +371,9 @@ static void set_seg(struct vmcb_seg *s, uint16_t sel, uint64_t base, uint32_t li
 
 /* Emulated INIT (smp.c): the architectural INIT state (APM Vol 2 14.1.3,
  * Table 14-1), EFER.SVME kept (VMRUN needs it; the guest reads it as 0).
+ * INIT leaves the MSRs alone, so the syscall and SYSENTER MSRs that live in
+ * the VMCB's save area keep their values (an AP that OVMF's MP services
+ * restart by INIT-SIPI kept its SFMASK natively: found by the fuzzer).
  * The wait for SIPI is the core's: a parked CPU waits in the host. */
 void svm_park_init(struct hv_cpu *c)
 {
@@ -390,9 +404,15 @@ void svm_init_events(struct hv_cpu *c, struct vmcb *v)
     v->ctl.icpt_exc &= ~(1u << 1);
 }
 
-/* The architectural INIT state of the save area (APM Vol 2 14.1.3). */
+/* The architectural INIT state of the save area (APM Vol 2 14.1.3).  INIT
+ * leaves MSRs alone: the syscall/SYSENTER MSRs and KernelGSbase the VMCB
+ * holds for the guest are kept. */
 void svm_init_state(struct vmcb *v)
 {
+    const uint64_t msrs[8] = {v->save.star, v->save.lstar, v->save.cstar, v->save.sfmask,
+                              v->save.kernel_gs_base, v->save.sysenter_cs,
+                              v->save.sysenter_esp, v->save.sysenter_eip};
+
     memset(&v->save, 0, sizeof(v->save));
     set_seg(&v->save.cs, 0xF000, 0xFFFF0000, 0xFFFF, 0x9B);
     set_seg(&v->save.es, 0, 0, 0xFFFF, 0x93);
@@ -407,6 +427,14 @@ void svm_init_state(struct vmcb *v)
     v->save.dr6 = 0xFFFF0FF0;
     v->save.dr7 = 0x400;
     v->save.g_pat = 0x0007040600070406ull;
+    v->save.star = msrs[0];
+    v->save.lstar = msrs[1];
+    v->save.cstar = msrs[2];
+    v->save.sfmask = msrs[3];
+    v->save.kernel_gs_base = msrs[4];
+    v->save.sysenter_cs = msrs[5];
+    v->save.sysenter_esp = msrs[6];
+    v->save.sysenter_eip = msrs[7];
 }
 
 /* SIPI: real-mode start at vector << 12 (APM Vol 2 15.29, Intel SDM 9.4.4.1). */
@@ -432,7 +460,70 @@ void svm_leave_parked(struct hv_cpu *c)
     halt_forever();
 }
 
-/* ---- I/O: only the ACPI PM1a control port is in the IOPM (APM 15.10.2) ----------- */
+/* ---- I/O: only the ACPI PM1a control port is in the IOPM (APM 15.10.1) -----------
+ * An access of any width that touches it exits (APM 15.10.2: the IOPM bits
+ * of every byte are checked), in every form: IN/OUT and INS/OUTS with or
+ * without REP.  Each is performed as written on the real port; the core
+ * watches for SLP_EN (hv_io_out).  EXITINFO1 (APM Figure 15-2): bit 0 IN,
+ * 2 string, 3 REP, 4-6 operand size; EXITINFO2 the next RIP, with or
+ * without NRIPS. */
+#define IOIO_IN   1u
+#define IOIO_STR  4u
+#define IOIO_REP  8u
+
+/* The prefixes of the INS/OUTS at RIP: the segment OUTS reads through (DS,
+ * or the last segment override; INS always writes ES:rDI) and the address
+ * size (the code's, or the other one with 67).  From the guest's bytes:
+ * EXITINFO1's segment field is a decode assist, and QEMU 7.2 TCG puts a
+ * 64-bit address size in bit 10 instead of bit 9 (A64). */
+struct io_prefixes {
+    const struct vmcb_seg *seg;
+    unsigned asz;                                  /* 0: 16-bit, 1: 32-bit, 2: 64-bit */
+};
+
+static struct io_prefixes io_prefixes(struct vmcb *v, const struct hv_guest_paging *p)
+{
+    bool code64 = (p->efer & EFER_LMA) && p->cs_long, a67 = false;
+    struct io_prefixes r = {&v->save.ds, 0};
+    uint8_t b = 0;
+
+    for (unsigned i = 0; i < 15; i++) {
+        if (hv_guest_read_linear(p, p->cs_base + p->rip + i, &b, 1))
+            break;
+        if (b == 0x26 || b == 0x2E || b == 0x36 || b == 0x3E || b == 0x64 || b == 0x65)
+            r.seg = b == 0x26 ? &v->save.es : b == 0x2E ? &v->save.cs : b == 0x36 ? &v->save.ss
+                  : b == 0x3E ? &v->save.ds : b == 0x64 ? &v->save.fs : &v->save.gs;
+        else if (b == 0x67)
+            a67 = true;
+        else if (!(b == 0x66 || b == 0xF0 || b == 0xF2 || b == 0xF3 ||
+                   (code64 && (b & 0xF0) == 0x40)))
+            break;
+    }
+    r.asz = code64 ? (a67 ? 1 : 2) : (p->cs_32 != a67) ? 1 : 0;
+    return r;
+}
+
+static void io_string(struct hv_cpu *c, struct vmcb *v, uint64_t info, uint16_t port,
+                      unsigned size)
+{
+    struct hv_guest_paging p;
+    struct hv_io_str s = {&p, 0, port, size, 0, info & IOIO_IN, info & IOIO_REP,
+                          (v->save.rflags >> 10) & 1};
+    struct io_prefixes pf;
+    const struct vmcb_seg *seg;
+
+    svm_guest_paging(c, &p);
+    pf = io_prefixes(v, &p);
+    seg = s.in ? &v->save.es : pf.seg;
+    s.asz = pf.asz;
+    s.la = hv_io_string_la(&p, seg->base, seg == &v->save.fs || seg == &v->save.gs,
+                           s.in ? c->regs->rdi : c->regs->rsi, s.asz);
+    if (hv_io_string(c, &s) == HV_IO_DONE) {
+        v->save.rip = v->ctl.exitinfo2;
+        v->ctl.int_state &= ~INT_SHADOW;
+    }
+}
+
 static void exit_io(struct hv_cpu *c, struct vmcb *v)
 {
     uint64_t info = v->ctl.exitinfo1;
@@ -440,17 +531,15 @@ static void exit_io(struct hv_cpu *c, struct vmcb *v)
     uint16_t port = (uint16_t)(info >> 16);
     uint32_t mask = size == 4 ? 0xFFFFFFFFu : (1u << (8 * size)) - 1, val;
 
-    if (info & 4)                                      /* INS/OUTS: not emulated */
-        hv_panic(c, "ioio string info1=%llx\n", (unsigned long long)info);
-    if (info & 1) {                                    /* IN */
+    if (info & IOIO_STR)
+        return io_string(c, v, info, port, size);
+    if (info & IOIO_IN) {
         val = port_in(port, size);
         c->regs->rax = size == 4 ? (val & mask) : (c->regs->rax & ~(uint64_t)mask) | (val & mask);
-    } else if (port == hv_pm1a_cnt_port) {
-        hv_pm1a_write(c, (uint32_t)c->regs->rax & mask, size);
-    } else {   /* a wider access that overlaps the trapped port: performed as is */
-        port_out(port, size, (uint32_t)c->regs->rax & mask);
+    } else {
+        hv_io_out(c, port, size, (uint32_t)c->regs->rax & mask);
     }
-    v->save.rip = v->ctl.exitinfo2;                    /* the next RIP, with or without NRIPS */
+    v->save.rip = v->ctl.exitinfo2;
     v->ctl.int_state &= ~INT_SHADOW;
 }
 

@@ -611,56 +611,22 @@ static void exit_ept_violation(struct hv_cpu *c, uint64_t qual)
 #define IO_STRING (1u << 4)
 #define IO_REP    (1u << 5)
 
-static uint64_t addr_mask(unsigned asz)
-{
-    return asz == 0 ? 0xFFFFull : asz == 1 ? 0xFFFFFFFFull : ~0ull;
-}
-
-/* reg += delta in the address size (a 32-bit write zero-extends, 16 keeps). */
-static void step_reg(uint64_t *reg, unsigned asz, int64_t delta)
-{
-    uint64_t m = addr_mask(asz), v = ((*reg & m) + (uint64_t)delta) & m;
-
-    *reg = asz == 0 ? (*reg & ~m) | v : v;
-}
-
-/* One iteration of INS/OUTS per exit: each iteration boundary is an
- * instruction boundary to the guest, so RIP stays until RCX runs out. */
+/* One iteration of INS/OUTS per exit (hv_io_string): the CPU gives the
+ * operand's linear address. */
 static void io_string(struct hv_cpu *c, uint64_t qual, uint16_t port, unsigned size)
 {
-    struct hv_regs *r = c->regs;
     unsigned asz = (vmcs_read32(VMCS_EXIT_INSN_INFO) >> 7) & 7;
-    uint64_t la = vmcs_readnat(VMCS_GUEST_LINEAR_ADDR);
-    int64_t delta = (vmcs_readnat(VMCS_GUEST_RFLAGS) & (1ull << 10)) ? -(int64_t)size : size;
     struct hv_guest_paging p;
-    uint32_t v = 0;
+    struct hv_io_str s = {&p, vmcs_readnat(VMCS_GUEST_LINEAR_ADDR), port, size, 0,
+                          qual & IO_IN, qual & IO_REP,
+                          (vmcs_readnat(VMCS_GUEST_RFLAGS) >> 10) & 1};
 
     vmx_guest_paging(c, &p);
     if (!vmx.ins_outs_info)                        /* the code's default size (no 67) */
         asz = (p.efer & EFER_LMA) && p.cs_long ? 2 : p.cs_32 ? 1 : 0;
-    if ((qual & IO_REP) && !(r->rcx & addr_mask(asz)))
-        return vmx_skip_insn(c);                   /* count 0: nothing to do */
-    if (qual & IO_IN) {
-        v = port_in(port, size);
-        if (hv_guest_write_linear(&p, la, &v, size))
-            goto fault;
-        step_reg(&r->rdi, asz, delta);
-    } else {
-        if (hv_guest_read_linear(&p, la, &v, size))
-            goto fault;
-        hv_io_out(c, port, size, v);
-        step_reg(&r->rsi, asz, delta);
-    }
-    if (qual & IO_REP) {
-        step_reg(&r->rcx, asz, -1);
-        if (r->rcx & addr_mask(asz))
-            return;                                /* again, at the same RIP */
-    }
-    return vmx_skip_insn(c);
-fault:
-    hv_log("HV: io cpu=%u string %s port=%x la=%llx: not guest RAM, #GP\n", c->index,
-           qual & IO_IN ? "in" : "out", port, (unsigned long long)la);
-    vmx_inject_exception(c, VEC_GP, true, 0);
+    s.asz = asz;
+    if (hv_io_string(c, &s) == HV_IO_DONE)
+        vmx_skip_insn(c);
 }
 
 static void exit_io(struct hv_cpu *c, uint64_t qual)

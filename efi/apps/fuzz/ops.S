@@ -45,7 +45,7 @@ fz_trap:
     add $16, %rsp                   /* vector, error code */
     iretq
 
-.macro TRY
+.macro TRY                          /* clobbers RAX */
     lea 9f(%rip), %rax
     mov %rax, fz_resume(%rip)
     movl $-1, fz_vec(%rip)
@@ -63,6 +63,7 @@ fz_cpuid:
     mov %ecx, %eax
     mov %edx, %ecx
     cpuid
+cpuid_out:                          /* the results to out[4] (R10) */
     mov %eax, 0(%r10)
     mov %ebx, 4(%r10)
     mov %ecx, 8(%r10)
@@ -70,6 +71,34 @@ fz_cpuid:
     pop %rbx
     mov $-1, %rax
     ret
+
+/* int fz_cpuid_pfx(unsigned kind, uint32_t leaf_sub[2], uint32_t out[4]):
+ * CPUID with redundant prefixes (the instruction length without NRIPS comes
+ * from the guest's bytes, efi/core/insn_len.c). */
+    .globl fz_cpuid_pfx, fz_cpuid_pfx_kinds
+fz_cpuid_pfx:
+    push %rbx
+    mov %r8, %r10
+    mov %ecx, %r11d
+    mov 0(%rdx), %eax
+    mov 4(%rdx), %ecx
+    lea cpuid_pfx_table(%rip), %rbx
+    jmp *(%rbx,%r11,8)
+c_66:       .byte 0x66, 0x0f, 0xa2;             jmp 1f
+c_seg:      .byte 0x2e, 0x3e, 0x26, 0x0f, 0xa2; jmp 1f
+c_rexw:     .byte 0x48, 0x0f, 0xa2;             jmp 1f
+c_rexleg:   .byte 0x40, 0x66, 0x0f, 0xa2;       jmp 1f     /* REX, then a legacy prefix */
+c_rexrex:   .byte 0x41, 0x48, 0x0f, 0xa2;       jmp 1f
+c_f3:       .byte 0xf3, 0x0f, 0xa2;             jmp 1f
+c_fsgs:     .byte 0x64, 0x65, 0x67, 0x0f, 0xa2; jmp 1f
+c_long:     .byte 0x66, 0x66, 0x66, 0x66, 0x2e, 0x2e, 0x2e, 0x3e, 0x3e, 0x3e, 0x26, 0x26, 0x48, 0x0f, 0xa2  /* 15 bytes */
+1:  jmp cpuid_out
+    .section .rodata
+    .p2align 3
+cpuid_pfx_table:
+    .quad c_66, c_seg, c_rexw, c_rexleg, c_rexrex, c_f3, c_fsgs, c_long
+fz_cpuid_pfx_kinds: .long (fz_cpuid_pfx_kinds - cpuid_pfx_table) / 8
+    .text
 
 /* int fz_rdmsr(uint32_t msr, uint64_t *v) */
     .globl fz_rdmsr
@@ -162,8 +191,8 @@ fz_in:
 fz_out:
     mov %edx, %r10d
     mov %ecx, %edx
+    TRY                             /* uses RAX: the value after it */
     mov %r8d, %eax
-    TRY
     cmp $1, %r10d
     je 1f
     cmp $2, %r10d
@@ -304,17 +333,53 @@ vmx_table:
 fz_vmx_kinds: .long (fz_vmx_kinds - vmx_table) / 8
     .text
 
-/* int fz_vmcall(uint64_t io[4]): RAX, RCX, RDX, R8 in and out. */
-    .globl fz_vmcall
-fz_vmcall:
+/* int fz_vmcall(uint64_t io[4]), fz_vmmcall (AMD's): RAX, RCX, RDX, R8 in
+ * and out. */
+.macro HYPERCALL insn
     mov %rcx, %r11
     TRY
     mov 0(%r11), %rax
     mov 8(%r11), %rcx
     mov 16(%r11), %rdx
     mov 24(%r11), %r8
-    vmcall
+    \insn
     mov %rax, 0(%r11)
     mov %rdx, 16(%r11)
     mov %r8, 24(%r11)
     DONE
+.endm
+    .globl fz_vmcall, fz_vmmcall
+fz_vmcall:
+    HYPERCALL vmcall
+fz_vmmcall:
+    HYPERCALL vmmcall
+
+/* ---- SVM instructions: int fz_svm(unsigned kind, void *mem) ------------------
+ * rAX is the 4 KiB-aligned page mem (identity-mapped: its physical address),
+ * so no operand check (APM Vol 3: #GP for a misaligned rAX, which Bochs
+ * makes before the intercept) can come before the #UD. */
+    .globl fz_svm
+fz_svm:
+    mov %rdx, %r9
+    mov %ecx, %r10d
+    TRY
+    lea svm_table(%rip), %rax
+    mov (%rax,%r10,8), %r10
+    mov %r9, %rax
+    xor %ecx, %ecx
+    jmp *%r10
+s_vmrun:    vmrun %rax;         jmp 9f
+s_vmload:   vmload %rax;        jmp 9f
+s_vmsave:   vmsave %rax;        jmp 9f
+s_stgi:     stgi;               jmp 9f
+s_clgi:     clgi;               jmp 9f
+s_skinit:   skinit %eax;        jmp 9f
+s_invlpga:  invlpga %rax, %ecx; jmp 9f
+    DONE
+    .section .rodata
+    .p2align 3
+    .globl fz_svm_kinds
+svm_table:
+    .quad s_vmrun, s_vmload, s_vmsave, s_stgi, s_clgi, s_skinit, s_invlpga
+fz_svm_kinds: .long (fz_svm_kinds - svm_table) / 8
+    .text
