@@ -83,6 +83,8 @@ static inline bool hv_dp_is_end(const EFI_DEVICE_PATH *n)
 /* efi/lib/devpath.c: vol's device path + a FILEPATH node for path + End
  * into buf; the bytes written, or 0 when cap is too small. */
 size_t hv_file_dp(const EFI_DEVICE_PATH *vol, const char *path, void *buf, size_t cap);
+/* The same in pool memory, on `device`'s volume (efi/platform/chainload.c). */
+EFI_DEVICE_PATH *plat_file_dp(EFI_HANDLE device, const char *path);
 
 /* ---- platform internals (efi/platform) --------------------------------- */
 extern EFI_HANDLE plat_image;

@@ -57,42 +57,24 @@ static size_t utf8_to_utf16(const char *s, CHAR16 *out, size_t cap)
     return n;
 }
 
-/* Device path = the volume's device path + one FILEPATH node + End. */
-static EFI_DEVICE_PATH *file_device_path(EFI_HANDLE device, const char *path)
+/* The device path of `path` on `device`'s volume (efi/lib/devpath.c), in
+ * pool memory; NULL if the device has none. */
+EFI_DEVICE_PATH *plat_file_dp(EFI_HANDLE device, const char *path)
 {
     EFI_GUID dp_guid = EFI_DEVICE_PATH_PROTOCOL_GUID;
-    EFI_DEVICE_PATH *vol = NULL, *n, *dp;
-    UINTN vol_len = 0, name_len = (strlen(path) + 1) * sizeof(CHAR16);
-    UINT8 *p;
+    EFI_DEVICE_PATH *vol = NULL, *dp;
+    UINTN cap = 4 + (strlen(path) + 1) * sizeof(CHAR16) + 4;
 
-    if (EFI_ERROR(plat_bs->HandleProtocol(device, &dp_guid, (VOID **)&vol)) ||
-        !vol)
+    if (EFI_ERROR(plat_bs->HandleProtocol(device, &dp_guid, (VOID **)&vol)) || !vol)
         return NULL;
-    for (n = vol; !hv_dp_is_end(n); n = hv_dp_next(n))
-        vol_len += hv_dp_len(n);
-    if (4 + name_len > 0xFFFF)
+    for (EFI_DEVICE_PATH *n = vol; !hv_dp_is_end(n); n = hv_dp_next(n))
+        cap += hv_dp_len(n);
+    if (EFI_ERROR(plat_bs->AllocatePool(EfiLoaderData, cap, (VOID **)&dp)))
         return NULL;
-    if (EFI_ERROR(plat_bs->AllocatePool(EfiLoaderData,
-                                        vol_len + 4 + name_len + 4,
-                                        (VOID **)&dp)))
+    if (!hv_file_dp(vol, path, dp, cap)) {
+        plat_bs->FreePool(dp);
         return NULL;
-    p = (UINT8 *)dp;
-    memcpy(p, vol, vol_len);
-    p += vol_len;
-    p[0] = HV_DP_MEDIA;
-    p[1] = HV_DP_MEDIA_FILEPATH;
-    p[2] = (UINT8)((4 + name_len) & 0xFF);
-    p[3] = (UINT8)((4 + name_len) >> 8);
-    for (size_t i = 0; i < name_len / sizeof(CHAR16); i++) {
-        CHAR16 c = (unsigned char)path[i];
-
-        memcpy(p + 4 + i * sizeof(CHAR16), &c, sizeof(c));
     }
-    p += 4 + name_len;
-    p[0] = HV_DP_END;
-    p[1] = HV_DP_END_ENTIRE;
-    p[2] = 4;
-    p[3] = 0;
     return dp;
 }
 
@@ -141,7 +123,7 @@ EFI_STATUS plat_chainload(EFI_LOADED_IMAGE *li, const struct hv_cfg *cfg)
     }
     hv_log("HV: chainload path=%s\n", path);
 
-    dp = file_device_path(li->DeviceHandle, path);
+    dp = plat_file_dp(li->DeviceHandle, path);
     if (!dp) {
         st = EFI_OUT_OF_RESOURCES;
         goto fail;

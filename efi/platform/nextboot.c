@@ -113,31 +113,6 @@ static EFI_DEVICE_PATH *dp_join(EFI_DEVICE_PATH *a, EFI_DEVICE_PATH *b)
     return (EFI_DEVICE_PATH *)p;
 }
 
-/* One FILEPATH node for an ASCII path, then End; pool memory. */
-static EFI_DEVICE_PATH *dp_file(const char *path)
-{
-    UINTN chars = strlen(path) + 1, len = 4 + chars * 2;
-    UINT8 *p;
-
-    if (len > 0xFFFF ||
-        EFI_ERROR(plat_bs->AllocatePool(EfiLoaderData, len + 4, (VOID **)&p)))
-        return NULL;
-    p[0] = HV_DP_MEDIA;
-    p[1] = HV_DP_MEDIA_FILEPATH;
-    p[2] = (UINT8)(len & 0xFF);
-    p[3] = (UINT8)(len >> 8);
-    for (UINTN i = 0; i < chars; i++) {
-        CHAR16 c = (unsigned char)path[i];
-
-        memcpy(p + 4 + i * 2, &c, 2);
-    }
-    p[len] = HV_DP_END;
-    p[len + 1] = HV_DP_END_ENTIRE;
-    p[len + 2] = 4;
-    p[len + 3] = 0;
-    return (EFI_DEVICE_PATH *)p;
-}
-
 static EFI_DEVICE_PATH *handle_dp(EFI_HANDLE h)
 {
     EFI_GUID dp_guid = EFI_DEVICE_PATH_PROTOCOL_GUID;
@@ -264,7 +239,7 @@ static EFI_HANDLE fs_below(struct walk *w, EFI_DEVICE_PATH *dp)
 static EFI_DEVICE_PATH *resolve(struct walk *w, EFI_DEVICE_PATH *dp, EFI_HANDLE *dev,
                                 bool *no_loader)
 {
-    EFI_DEVICE_PATH *rest = NULL, *hd, *file;
+    EFI_DEVICE_PATH *rest = NULL, *hd;
 
     *dev = NULL;
     *no_loader = false;
@@ -310,12 +285,7 @@ static EFI_DEVICE_PATH *resolve(struct walk *w, EFI_DEVICE_PATH *dp, EFI_HANDLE 
         *no_loader = true;
         return NULL;
     }
-    file = dp_file("\\EFI\\BOOT\\BOOTX64.EFI");
-    if (!file)
-        return NULL;
-    rest = dp_join(handle_dp(*dev), file);
-    plat_bs->FreePool(file);
-    return rest;
+    return plat_file_dp(*dev, "\\EFI\\BOOT\\BOOTX64.EFI");
 }
 
 /* ---- the walk ------------------------------------------------------------ */
@@ -423,14 +393,11 @@ static EFI_STATUS walk_well_known(struct walk *w, bool *ran)
 
     for (size_t p = 0; p < sizeof(well_known) / sizeof(well_known[0]); p++) {
         for (UINTN i = 0; i < w->nfs; i++) {
-            EFI_DEVICE_PATH *file, *full;
+            EFI_DEVICE_PATH *full;
 
             if (w->fs[i] == w->li->DeviceHandle || !fs_has(w->fs[i], well_known[p]))
                 continue;
-            file = dp_file(well_known[p]);
-            full = file ? dp_join(handle_dp(w->fs[i]), file) : NULL;
-            if (file)
-                plat_bs->FreePool(file);
+            full = plat_file_dp(w->fs[i], well_known[p]);
             if (!full)
                 continue;
             hv_snprintf(what, sizeof(what), "fs%u:%s", (unsigned)i, well_known[p]);

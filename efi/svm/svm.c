@@ -300,6 +300,18 @@ static void write_guest_state(struct vmcb *v)
 }
 
 /* ---- per-CPU entry points ------------------------------------------------------- */
+/* APM 15.4: EFER.SVME on, then a host save area of our own (the page before
+ * struct svm_cpu's); the host TSS made available for svm_host_start's LTR.
+ * At prepare, and again after S3 reset both. */
+static void svm_enable(struct hv_cpu *c, struct svm_cpu *s)
+{
+    uint8_t *pages = (uint8_t *)s - SVM_PAGE_CPU * 4096;
+
+    ((uint64_t *)c->gdt)[3] &= ~(1ull << 41);
+    wrmsr(MSR_EFER, rdmsr(MSR_EFER) | EFER_SVME);
+    wrmsr(MSR_VM_HSAVE_PA, (uint64_t)(uintptr_t)(pages + SVM_PAGE_HSAVE * 4096));
+}
+
 static int svm_cpu_prepare(struct hv_cpu *c)
 {
     uint8_t *pages = c->backend ? (uint8_t *)c->backend - SVM_PAGE_CPU * 4096
@@ -324,11 +336,8 @@ static int svm_cpu_prepare(struct hv_cpu *c)
     s->gdt_base = (uint64_t)(uintptr_t)c->gdt;
     s->idt_limit = 0xFFF;
     s->idt_base = host_idt_base();
-    ((uint64_t *)c->gdt)[3] &= ~(1ull << 41);     /* LTR wants an available TSS */
-    /* APM 15.4: EFER.SVME on, then a host save area of our own. */
     s->orig_efer = rdmsr(MSR_EFER);
-    wrmsr(MSR_EFER, s->orig_efer | EFER_SVME);
-    wrmsr(MSR_VM_HSAVE_PA, (uint64_t)(uintptr_t)(pages + SVM_PAGE_HSAVE * 4096));
+    svm_enable(c, s);
     memset(v, 0, sizeof(*v));
     write_controls(v);
     write_guest_state(v);
@@ -354,10 +363,7 @@ static __attribute__((noreturn)) void svm_s3_resume(struct hv_cpu *c, uint16_t c
     struct svm_cpu *s = svm_of(c);
     struct vmcb *v = s->vmcb;
 
-    wrmsr(MSR_EFER, rdmsr(MSR_EFER) | EFER_SVME);
-    wrmsr(MSR_VM_HSAVE_PA, (uint64_t)(uintptr_t)((uint8_t *)s - SVM_PAGE_CPU * 4096 +
-                                                 SVM_PAGE_HSAVE * 4096));
-    ((uint64_t *)c->gdt)[3] &= ~(1ull << 41);     /* LTR wants an available TSS */
+    svm_enable(c, s);
     svm_init_state(v);
     v->save.cs = (struct vmcb_seg){cs, 0x9B, 0xFFFF, (uint64_t)cs << 4};
     v->save.rip = ip;
